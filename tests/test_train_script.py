@@ -1,0 +1,98 @@
+"""End to end through the real scripts on tiny synthetic data: train, stop, resume to the same result, evaluate."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--dataset", "synthetic",
+    "--synthetic_num_users", "48",
+    "--synthetic_num_items", "30",
+    "--hidden_size", "16",
+    "--num_hidden_layers", "1",
+    "--num_attention_heads", "2",
+    "--intermediate_size", "32",
+    "--max_length", "24",
+    "--per_device_train_batch_size", "16",
+    "--per_device_eval_batch_size", "32",
+    "--num_train_epochs", "4",
+    "--early_stopping_patience", "10",
+    "--report_to", "none",
+]  # fmt: skip
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "hub_scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    full, resumed = base / "full", base / "resumed"
+    full_run = _run("train.py", *TINY, "--output_dir", str(full))
+    stopped = _run("train.py", *TINY, "--output_dir", str(resumed), "--stop_after_epochs", "2")
+    resumed_run = _run("train.py", *TINY, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+    return {"full": full, "resumed": resumed, "full_log": full_run.stdout, "stopped_log": stopped.stdout,
+            "resumed_log": resumed_run.stdout}  # fmt: skip
+
+
+def test_run_folder_is_push_ready(runs):
+    folder = runs["full"]
+    for name in ("config.json", "model.safetensors", "modeling_interest.py", "configuration_interest.py",
+                 "item_vocab.json", "tokenizer_config.json", "tokenization_interest.py", "eval_results.json",
+                 "README.md"):  # fmt: skip
+        assert (folder / name).is_file(), name
+    results = json.loads((folder / "eval_results.json").read_text())
+    for variant, exclude in (("exclude_seen", True), ("include_seen", False)):
+        block = results["test"][variant]
+        assert block["protocol"]["split"] == "test" and block["protocol"]["exclude_seen"] is exclude
+        assert block["protocol"]["ranking"] == "full ranking"
+        assert block["model"]["num_users"] == block["popularity"]["num_users"] == 48
+        assert 0.0 <= block["model"]["ndcg@10"] <= block["model"]["hr@10"] <= 1.0
+    assert results["training"]["epochs_run"] == 4
+    assert results["dataset"]["statistics"]["users"] == 48
+    # the printed table states the protocol and has the baseline beside the model
+    assert "Protocol: split=test | full ranking" in runs["full_log"]
+    assert "popularity (baseline)" in runs["full_log"]
+    # the model card parses and its model-index carries the real test numbers
+    card = ModelCard.load(folder / "README.md")
+    evals = {(r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results}
+    assert evals[("ndcg@10", "exclude_seen")] == round(results["test"]["exclude_seen"]["model"]["ndcg@10"], 6)
+    assert "popularity (baseline)" in card.text
+
+
+def test_resume_gives_the_same_final_metrics(runs):
+    assert "Stopping after epoch 2" in runs["stopped_log"]
+    assert "Resumed from" in runs["resumed_log"]
+    full = json.loads((runs["full"] / "eval_results.json").read_text())
+    resumed = json.loads((runs["resumed"] / "eval_results.json").read_text())
+    assert resumed["test"] == full["test"]
+    assert resumed["validation"] == full["validation"]
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full["training"]["history"]]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["training"]["history"]] == strip
+
+
+def test_evaluate_script_reproduces_the_test_metrics(runs, tmp_path):
+    out = tmp_path / "eval.json"
+    _run("evaluate.py", str(runs["full"]), "--output_json", str(out))
+    evaluated = json.loads(out.read_text())["test"]
+    stored = json.loads((runs["full"] / "eval_results.json").read_text())["test"]
+    for variant in ("exclude_seen", "include_seen"):
+        for metric in ("hr@10", "ndcg@10", "mrr@10"):
+            assert evaluated[variant]["model"][metric] == pytest.approx(stored[variant]["model"][metric], abs=1e-6)
+            assert evaluated[variant]["popularity"][metric] == stored[variant]["popularity"][metric]
