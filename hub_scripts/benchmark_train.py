@@ -1,7 +1,7 @@
 """Benchmark the training job: test metrics over seeds, seconds per epoch, time to the best validation epoch.
 
     python hub_scripts/benchmark_train.py                               # MovieLens-100K, defaults, seeds 42 43 44
-    python hub_scripts/benchmark_train.py --seeds 42 --ddp              # also under accelerate launch --num_processes 2 --cpu
+    python hub_scripts/benchmark_train.py --seeds 42 --ddp              # also 2 CPU processes under accelerate launch
     python hub_scripts/benchmark_train.py --seeds 42 -- --hidden_size 32   # extra train.py arguments after --
 
 Every run is `hub_scripts/train.py` in a subprocess with the given arguments; the numbers are read back from each
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_one(launcher: list[str], seed: int, output_dir: Path, extra: list[str], dataset: str) -> dict:
+def run_one(
+    launcher: list[str], seed: int, output_dir: Path, extra: list[str], dataset: str, env: dict | None = None
+) -> dict:
     command = launcher + [
         str(ROOT / "hub_scripts" / "train.py"),
         "--dataset", dataset,
@@ -34,7 +37,7 @@ def run_one(launcher: list[str], seed: int, output_dir: Path, extra: list[str], 
         *extra,
     ]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(command, check=True, env={**__import__("os").environ, "TQDM_DISABLE": "1"})
+    subprocess.run(command, check=True, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
     wall = time.perf_counter() - started
     results = json.loads((output_dir / "eval_results.json").read_text())
     results["wall_seconds"] = wall

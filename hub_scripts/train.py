@@ -309,7 +309,6 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             f"{' (best)' if improved else ''}, {seconds:.1f}s"
         )
 
-        accelerator.wait_for_everyone()
         if improved:
             _save_model(accelerator, model, tokenizer, checkpoints / "best")
         _save_checkpoint(accelerator, checkpoints, state, train_args.checkpoints_to_keep)
@@ -370,6 +369,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         },
         "arguments": {"data": asdict(data_args), "model": asdict(model_args), "train": asdict(train_args)},
     }
+    _save_model(accelerator, best, tokenizer, output_dir, in_place=True)
     if accelerator.is_main_process:
         for variant in ("exclude_seen", "include_seen"):
             block = test_results[variant]
@@ -377,7 +377,6 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
                 format_results_table({"popularity": block["popularity"], "model": block["model"]}, block["protocol"])
             )
             print()
-        _save_model(accelerator, best, tokenizer, output_dir, keep_existing=True)
         (output_dir / "eval_results.json").write_text(json.dumps(eval_results, indent=2) + "\n")
         card = render_model_card(
             eval_results,
@@ -390,20 +389,23 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     return eval_results
 
 
-def _save_model(accelerator: Accelerator, model, tokenizer: ItemTokenizer, folder: Path, keep_existing=False) -> None:
-    """save_pretrained on the main process, into a temporary folder first so a kill never leaves a half-written one."""
-    if not accelerator.is_main_process:
-        return
-    unwrapped = accelerator.unwrap_model(model)
-    if keep_existing:  # the run folder holds other files (results, checkpoints): write in place
-        unwrapped.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        return
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    unwrapped.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _atomic_replace(tmp, folder)
+def _save_model(accelerator: Accelerator, model, tokenizer: ItemTokenizer, folder: Path, in_place=False) -> None:
+    """
+    `save_pretrained` of the model and the vocabulary, called on every process (transformers may synchronise inside)
+    and written by the main one, into a temporary folder renamed into place, so a kill never leaves a half-written
+    folder. `in_place` writes straight into `folder` (the run folder, which holds other files too).
+    """
+    accelerator.wait_for_everyone()
+    target = folder if in_place else folder.with_name(folder.name + ".tmp")
+    if accelerator.is_main_process and not in_place:
+        shutil.rmtree(target, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.unwrap_model(model).save_pretrained(target, is_main_process=accelerator.is_main_process)
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(target)
+        if not in_place:
+            _atomic_replace(target, folder)
+    accelerator.wait_for_everyone()
 
 
 def _save_checkpoint(accelerator: Accelerator, checkpoints: Path, state: dict, keep: int) -> None:

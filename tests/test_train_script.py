@@ -27,10 +27,10 @@ TINY = [
 ]  # fmt: skip
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+def _run(script: str, *args: str, launcher=(), env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", **(env or {})}
     run = subprocess.run(
-        [sys.executable, str(ROOT / "hub_scripts" / script), *args],
+        [sys.executable, *launcher, str(ROOT / "hub_scripts" / script), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -96,3 +96,16 @@ def test_evaluate_script_reproduces_the_test_metrics(runs, tmp_path):
         for metric in ("hr@10", "ndcg@10", "mrr@10"):
             assert evaluated[variant]["model"][metric] == pytest.approx(stored[variant]["model"][metric], abs=1e-6)
             assert evaluated[variant]["popularity"][metric] == stored[variant]["popularity"][metric]
+
+
+def test_two_cpu_processes_under_accelerate_launch(tmp_path):
+    # `accelerate launch --cpu` uses its single-process launcher; DDP on CPU is the multi-process launcher with the
+    # CPU forced through the environment (gloo backend).
+    launcher = ("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2")
+    _run("train.py", *TINY, "--num_train_epochs", "2", "--output_dir", str(tmp_path), launcher=launcher,
+         env={"ACCELERATE_USE_CPU": "1"})  # fmt: skip
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["training"]["num_processes"] == 2
+    # every user evaluated exactly once: gather_for_metrics drops the duplicates of an uneven last batch
+    assert results["test"]["exclude_seen"]["model"]["num_users"] == 48
+    assert (tmp_path / "model.safetensors").is_file()
