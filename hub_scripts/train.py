@@ -104,7 +104,7 @@ class TrainArguments:
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (Accelerate)."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and dropout."})
     metric_for_best_model: str = field(default="ndcg@10", metadata={"help": "Validation metric (seen excluded)."})
-    early_stopping_patience: int = field(default=20, metadata={"help": "Epochs without improvement before stopping."})
+    early_stopping_patience: int = field(default=10, metadata={"help": "Epochs without improvement before stopping."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."}
     )
