@@ -65,32 +65,34 @@ def load_named_dataset(
     return load_behaviors(name, columns=dict(columns) if columns else None, cleaning=cleaning)
 
 
-def window_starts(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+def window_starts(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
-    Cuts sequences into training windows so that every event of a long sequence is trained on once.
+    Cuts sequences into training windows so that every transition (event t -> event t + 1) of a sequence is trained
+    on exactly once per epoch, however long the sequence.
 
-    A window of `window` events yields `window - 1` next-item targets; consecutive windows overlap by one event so no
-    transition is lost. The newest window ends at the sequence's last event (what the model sees at inference), the
-    older ones tile backwards from there.
+    A window of `window` events yields `window - 1` next-item targets; consecutive windows share one event (the last
+    input of one is the first of the next) so no transition is lost or repeated. The newest window ends at the
+    sequence's last event (what the model reads at inference); the older ones tile backwards, and the oldest may be
+    shorter.
 
     Args:
         lengths (`np.ndarray`): length of every sequence.
         window (`int`): events per window (`max_length + 1`: inputs plus the shifted label).
 
     Returns:
-        `(row, start)`: for every window, the index of its sequence and the offset of its first event.
+        `(row, start, stop)`: for every window, the index of its sequence and its event range `[start, stop)`.
     """
     if window < 2:
         raise ValueError(f"window must hold at least 2 events (one input, one label), got {window}.")
     lengths = np.asarray(lengths, dtype=np.int64)
     step = window - 1
-    # sequences of length <= window give one window; longer ones ceil((len - 1) / step)
+    # a sequence of n events has n - 1 transitions: ceil((n - 1) / step) windows, at least one
     counts = np.maximum(1, -(-(lengths - 1) // step))
     rows = np.repeat(np.arange(len(lengths)), counts)
-    # window j (0 = newest) of a row starts at len - window - j * step, floored at 0
-    newest_first = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    starts = np.maximum(0, lengths[rows] - window - newest_first * step)
-    return rows, starts
+    newest_first = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # 0 = newest window
+    stops = lengths[rows] - newest_first * step
+    starts = np.maximum(0, stops - window)
+    return rows, starts, stops
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):

@@ -49,6 +49,7 @@ def row(label: str, results: dict) -> dict:
     training = results["training"]
     return {
         "run": label,
+        "procs": training["num_processes"],
         "ndcg@10": test["exclude_seen"]["model"]["ndcg@10"],
         "hr@10": test["exclude_seen"]["model"]["hr@10"],
         "pop ndcg@10": test["exclude_seen"]["popularity"]["ndcg@10"],
@@ -106,11 +107,12 @@ def main() -> None:
         for name, reducer in (("mean", statistics.mean), ("std", statistics.stdev)):
             summary.append({c: (reducer([r[c] for r in rows]) if c != "run" else name) for c in rows[0]})
     if args.ddp:
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
+        # `accelerate launch --cpu` starts a single process (its simple launcher); two CPU processes need the
+        # multi-process launcher with the CPU forced through the environment (DDP over gloo).
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
         seed = args.seeds[0]
-        rows.append(
-            row(f"seed {seed}, 2 procs", run_one(launcher, seed, root / f"ddp_seed_{seed}", extra, args.dataset))
-        )
+        results = run_one(launcher, seed, root / f"ddp_seed_{seed}", extra, args.dataset, {"ACCELERATE_USE_CPU": "1"})
+        rows.append(row(f"seed {seed}, DDP", results))
     first = json.loads((root / f"seed_{args.seeds[0]}" / "eval_results.json").read_text())
     protocol = first["test"]["exclude_seen"]["protocol"]
     print()

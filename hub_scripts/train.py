@@ -104,7 +104,7 @@ class TrainArguments:
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (Accelerate)."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and dropout."})
     metric_for_best_model: str = field(default="ndcg@10", metadata={"help": "Validation metric (seen excluded)."})
-    early_stopping_patience: int = field(default=10, metadata={"help": "Epochs without improvement before stopping."})
+    early_stopping_patience: int = field(default=20, metadata={"help": "Epochs without improvement before stopping."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."}
     )
@@ -146,12 +146,12 @@ def get_dataloaders(data, tokenizer: ItemTokenizer, data_args: DataArguments, tr
     encoded, num_unknown = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
     train = encoded["train"]
     lengths = np.asarray([len(x) for x in train["input_ids"]])
-    rows, starts = window_starts(lengths, data_args.max_length + 1)
+    rows, starts, stops = window_starts(lengths, data_args.max_length + 1)
     columns = [c for c in ("input_ids", "timestamps") if c in train.column_names]
     source = {c: train[c] for c in columns}
     windows = [
-        {c: source[c][row][start : start + data_args.max_length + 1] for c in columns}
-        for row, start in zip(rows.tolist(), starts.tolist())
+        {c: source[c][row][start:stop] for c in columns}
+        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist())
     ]
     train_loader = DataLoader(
         windows,
@@ -274,7 +274,11 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         train_loader.set_epoch(epoch)
         total_loss, num_batches = torch.zeros((), device=accelerator.device), 0
         progress = tqdm(
-            train_loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_local_main_process, leave=False
+            train_loader,
+            desc=f"epoch {epoch + 1}",
+            # main process only; None lets tqdm switch itself off when the output is not a terminal (CI logs)
+            disable=None if accelerator.is_local_main_process else True,
+            leave=False,
         )
         for batch in progress:
             if not stats["has_timestamps"]:

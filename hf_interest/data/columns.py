@@ -98,6 +98,31 @@ def _find(found: Sequence[str], wanted: str) -> str | None:
     return lower.get(wanted.lower())
 
 
+def _match_columns(mapping, candidates_by_field: dict, found: Sequence[str], who: str, where: str) -> dict[str, str]:
+    """Fields named in `mapping` must exist (case-insensitively); the others take the first unused candidate found.
+    A field mapped to `False` is skipped. Returns `{field: column}` for the fields matched."""
+    resolved: dict[str, str] = {}
+    for name, candidates in candidates_by_field.items():
+        requested = getattr(mapping, name)
+        if requested is False:
+            continue
+        if isinstance(requested, str):
+            match = requested if requested in found else _find(found, requested)
+            if match is None:
+                raise ValueError(
+                    f"{who} names {requested!r} as the {name} column, but {where} has no such column. Columns "
+                    f"found: {format_values(found, 50)}. Pass the right name."
+                )
+            resolved[name] = match
+            continue
+        for candidate in candidates:
+            match = _find(found, candidate)
+            if match is not None and match not in resolved.values():
+                resolved[name] = match
+                break
+    return resolved
+
+
 def resolve_columns(mapping: ColumnMapping, found: Sequence[str], source: str) -> dict[str, str]:
     """Match a `ColumnMapping` against the columns a source actually has.
 
@@ -113,30 +138,13 @@ def resolve_columns(mapping: ColumnMapping, found: Sequence[str], source: str) -
         ValueError: A named column is missing, or no user/item column could be found; the message lists the columns
             that are present and how to name the right ones.
     """
-    resolved: dict[str, str] = {}
-    for name, candidates in _CANDIDATES.items():
-        requested = getattr(mapping, name)
-        if requested is False:
-            continue
-        if isinstance(requested, str):
-            match = requested if requested in found else _find(found, requested)
-            if match is None:
-                raise ValueError(
-                    f"{source}: the column mapping names {requested!r} as the {name} column, but the source has "
-                    f"no such column. Columns found: {format_values(found, 50)}. Pass the right name, e.g. "
-                    f"ColumnMapping({name}=...)."
-                )
-            resolved[name] = match
-            continue
-        for candidate in candidates:
-            match = _find(found, candidate)
-            if match is not None and match not in resolved.values():
-                resolved[name] = match
-                break
-        if name in ("user", "item") and name not in resolved:
+    resolved = _match_columns(mapping, _CANDIDATES, found, f"{source}: the column mapping", "the source")
+    for name in ("user", "item"):
+        if name not in resolved:
             raise ValueError(
                 f"{source}: no {name} column found. Columns found: {format_values(found, 50)}; looked for "
-                f"{list(candidates)}. Name it explicitly, e.g. load_behaviors(..., columns={{'{name}': '<column>'}})."
+                f"{list(_CANDIDATES[name])}. Name it explicitly, e.g. load_behaviors(..., columns={{'{name}': "
+                "'<column>'})."
             )
     return resolved
 
@@ -194,28 +202,10 @@ def resolve_item_columns(mapping: ItemColumns, found: Sequence[str], source: str
     """
     table = {"item": ITEM_CANDIDATES, "title": TITLE_CANDIDATES, "categories": CATEGORY_CANDIDATES}
     table["text"] = TEXT_CANDIDATES
-    resolved: dict[str, str] = {}
-    for name, candidates in table.items():
-        requested = getattr(mapping, name)
-        if requested is False:
-            continue
-        if isinstance(requested, str):
-            match = requested if requested in found else _find(found, requested)
-            if match is None:
-                raise ValueError(
-                    f"{source}: the item column mapping names {requested!r} as the {name} column, but the table "
-                    f"has no such column. Columns found: {format_values(found, 50)}."
-                )
-            resolved[name] = match
-            continue
-        for candidate in candidates:
-            match = _find(found, candidate)
-            if match is not None and match not in resolved.values():
-                resolved[name] = match
-                break
-        if name == "item" and name not in resolved:
-            raise ValueError(
-                f"{source}: no item id column found in the item table. Columns found: {format_values(found, 50)}; "
-                f"name it with item_columns={{'item': '<column>'}}."
-            )
+    resolved = _match_columns(mapping, table, found, f"{source}: the item column mapping", "the table")
+    if "item" not in resolved:
+        raise ValueError(
+            f"{source}: no item id column found in the item table. Columns found: {format_values(found, 50)}; "
+            f"name it with item_columns={{'item': '<column>'}}."
+        )
     return resolved
