@@ -7,6 +7,7 @@
 - `AutoModelForCausalLM` -> `InterestForNextItemPrediction`: next-item prediction is causal language modelling over
   an item vocabulary (shifted labels, logits over the vocabulary, output tied to the input embeddings)
 - `AutoTokenizer` -> `ItemTokenizer` (the item vocabulary)
+- the `transformers.pipeline` task `"next-item-recommendation"` -> `NextItemRecommendationPipeline`
 
 Saved checkpoints carry the same mapping in `auto_map`, so they also load with `trust_remote_code=True` where this
 package is not installed. With the package installed, no remote code is needed.
@@ -24,6 +25,8 @@ from .modeling_interest import (
     NextItemPredictionOutput,
     RecommendationOutput,
 )
+from .pipelines import TASK as RECOMMENDATION_TASK
+from .pipelines import NextItemRecommendationPipeline, register_pipeline
 from .tokenization_interest import ItemTokenizer
 
 __version__ = "0.1.0"
@@ -37,6 +40,7 @@ InterestConfig.register_for_auto_class("AutoConfig")
 InterestModel.register_for_auto_class("AutoModel")
 InterestForNextItemPrediction.register_for_auto_class("AutoModelForCausalLM")
 ItemTokenizer.register_for_auto_class("AutoTokenizer")
+register_pipeline()  # transformers.pipeline("next-item-recommendation", model=...)
 
 __all__ = [
     "DEFAULT_LORA_TARGET_MODULES",
@@ -46,6 +50,8 @@ __all__ = [
     "InterestModelOutput",
     "InterestPreTrainedModel",
     "ItemTokenizer",
+    "NextItemRecommendationPipeline",
+    "RECOMMENDATION_TASK",
     "NextItemPredictionOutput",
     "RecommendationOutput",
     "__version__",

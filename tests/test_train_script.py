@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,10 @@ def test_evaluate_script_reproduces_the_test_metrics(runs, tmp_path):
 def test_two_cpu_processes_under_accelerate_launch(tmp_path):
     # `accelerate launch --cpu` uses its single-process launcher; DDP on CPU is the multi-process launcher with the
     # CPU forced through the environment (gloo backend).
-    launcher = ("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2")
+    with socket.socket() as probe:  # a free port, so a leftover rendezvous on the default port cannot interfere
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    launcher = ("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", port)
     _run("train.py", *TINY, "--num_train_epochs", "2", "--output_dir", str(tmp_path), launcher=launcher,
          env={"ACCELERATE_USE_CPU": "1"})  # fmt: skip
     results = json.loads((tmp_path / "eval_results.json").read_text())

@@ -1,0 +1,246 @@
+"""The `hf-interest` command line: train, evaluate, recommend, push, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+hf_interest: interest-evolution sequence models for recommender systems.
+
+Train on a behaviour log, evaluate with a stated full-ranking protocol beside a popularity baseline,
+recommend from a history, and publish to the Hugging Face Hub.
+
+examples:
+  hf-interest train --dataset movielens-100k --output_dir runs/ml100k
+  hf-interest train --dataset path/to/log.parquet --output_dir runs/mine
+  hf-interest evaluate runs/ml100k --split test
+  hf-interest recommend runs/ml100k 50 181 100 --top_k 5
+  hf-interest info runs/ml100k
+  hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
+  hf-interest push runs/ml100k --repo_id ORG/NAME --private
+
+`hf-interest train --help` and `hf-interest evaluate --help` list every option with its default. For several
+processes or GPUs: accelerate launch -m hf_interest.hub_scripts.train ... (same options).
+"""
+
+# Errors a user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError, TypeError, OSError)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-interest", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(
+        "train", help="train a model (hub_scripts/train.py; see `hf-interest train --help`)", add_help=False
+    )
+    sub.add_parser(
+        "evaluate", help="evaluate a checkpoint on a split (see `hf-interest evaluate --help`)", add_help=False
+    )
+
+    rec = sub.add_parser("recommend", help="top-k next items for a history of raw item ids")
+    rec.add_argument("model", help="a model folder or Hub repo id")
+    rec.add_argument("items", nargs="+", help="the history: raw item ids, oldest first")
+    rec.add_argument("--timestamps", nargs="+", type=int, help="event times in integer seconds, one per item")
+    rec.add_argument("--top_k", type=int, default=10, help="number of items to return (default: 10)")
+    rec.add_argument("--include_seen", action="store_true", help="allow items of the history (default: excluded)")
+    rec.add_argument("--item_titles", help="a JSON file {raw item id: title} to show titles")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
+    push = sub.add_parser("push", help="publish a run folder to the Hub (or --dry_run DIR)")
+    push.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
+    push.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--dry_run", metavar="DIR", help="write exactly the folder that would be uploaded, and list it")
+    push.add_argument("--license", default="apache-2.0", help="licence of the weights (default: apache-2.0)")
+    push.add_argument("--model_name", help="title of the model card (default: the repository name)")
+
+    info = sub.add_parser("info", help="a checkpoint's config, vocabulary size, parameters and metrics")
+    info.add_argument("model", help="a model folder or Hub repo id")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _cached(model: str, filename: str) -> Path | None:
+    local = Path(model).expanduser()
+    if local.is_dir():
+        path = local / filename
+        return path if path.is_file() else None
+    if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise FileNotFoundError(f"{model} is not a model folder (nor a Hub repo id like ORG/NAME).")
+    from transformers.utils import cached_file
+
+    path = cached_file(model, filename, _raise_exceptions_for_missing_entries=False)
+    return Path(path) if path else None
+
+
+def _info(model: str) -> dict:
+    config_path = _cached(model, "config.json")
+    if config_path is None:
+        raise FileNotFoundError(f"{model} has no config.json: point at a saved model folder or a Hub repo id.")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    keys = (
+        "model_type",
+        "architectures",
+        "num_items",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+        "use_time_gaps",
+        "loss_type",
+        "tie_word_embeddings",
+    )
+    result: dict = {"model": model, "config": {key: config.get(key) for key in keys if key in config}}
+    vocab_path = _cached(model, "item_vocab.json")
+    if vocab_path is not None:
+        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        specials = sum(1 for item in vocab if item in ("[PAD]", "[UNK]", "[MASK]"))
+        result["vocabulary"] = {"size": len(vocab), "items": len(vocab) - specials, "special_tokens": specials}
+        if config.get("num_items") not in (None, len(vocab)):
+            result["vocabulary"]["warning"] = (
+                f"item_vocab.json has {len(vocab)} entries but config.num_items is {config.get('num_items')}"
+            )
+    weights = _cached(model, "model.safetensors")
+    if weights is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            total = 0
+            for name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
+                shape = handle.get_slice(name).get_shape()
+                count = 1
+                for dim in shape:
+                    count *= dim
+                total += count
+        result["parameters"] = total
+        result["weights_bytes"] = weights.stat().st_size
+    results_path = _cached(model, "eval_results.json")
+    if results_path is not None:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        result["dataset"] = {
+            k: v for k, v in results.get("dataset", {}).items() if k in ("name", "statistics", "split")
+        }
+        result["test"] = results.get("test", {})
+        training = results.get("training", {})
+        result["training"] = {key: value for key, value in training.items() if key != "history"}
+    return result
+
+
+def _print_info(info: dict) -> None:
+    from .metrics import format_results_table
+
+    print(f"model: {info['model']}")
+    for key, value in info["config"].items():
+        print(f"  {key}: {value}")
+    if "vocabulary" in info:
+        vocab = info["vocabulary"]
+        print(f"vocabulary: {vocab['items']:,} items + {vocab['special_tokens']} special tokens")
+        if "warning" in vocab:
+            print(f"  warning: {vocab['warning']}")
+    if "parameters" in info:
+        print(f"parameters: {info['parameters']:,} ({info['weights_bytes'] / 2**20:.1f} MiB safetensors)")
+    if info.get("test"):
+        print(f"dataset: {info['dataset'].get('name')}  {info['dataset'].get('statistics', '')}")
+        for block in info["test"].values():
+            print(
+                format_results_table({"model": block["model"], "popularity": block["popularity"]}, block["protocol"])
+            )
+    else:
+        print("metrics: no eval_results.json beside this checkpoint")
+
+
+def _recommend(args) -> list[dict]:
+    from transformers import pipeline
+
+    from . import RECOMMENDATION_TASK
+
+    titles = None
+    if args.item_titles:
+        path = Path(args.item_titles)
+        if not path.is_file():
+            raise FileNotFoundError(f"--item_titles {path} does not exist.")
+        titles = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(titles, dict):
+            raise ValueError(f"--item_titles {path} must hold a JSON object {{raw item id: title}}.")
+    if args.timestamps is not None and len(args.timestamps) != len(args.items):
+        raise ValueError(
+            f"--timestamps has {len(args.timestamps)} values for {len(args.items)} items: give one per item."
+        )
+    recommender = pipeline(
+        RECOMMENDATION_TASK, model=args.model, item_titles=titles, trust_remote_code=args.trust_remote_code or None
+    )
+    history = {"items": args.items, "timestamps": args.timestamps} if args.timestamps else args.items
+    return recommender(history, top_k=args.top_k, exclude_seen=not args.include_seen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # train and evaluate hand every option to their scripts, so their --help is the scripts' own.
+    if argv and argv[0] in ("train", "evaluate"):
+        from .hub_scripts import evaluate as evaluate_script
+        from .hub_scripts import train as train_script
+
+        script = train_script if argv[0] == "train" else evaluate_script
+        sys.argv = [f"hf-interest {argv[0]}", *argv[1:]]
+        try:
+            script.main(argv[1:])
+        except USER_ERRORS as error:
+            print(f"hf-interest {argv[0]}: error: {error}", file=sys.stderr)
+            return 2
+        return 0
+
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "recommend":
+            results = _recommend(args)
+            if args.json:
+                print(json.dumps(results, indent=2, ensure_ascii=False))
+            else:
+                print(f"{'rank':>4}  {'item_id':<20} {'score':>10}  title")
+                for entry in results:
+                    print(
+                        f"{entry['rank']:>4}  {entry['item_id']:<20} {entry['score']:>10.4f}  {entry.get('title', '')}"
+                    )
+        elif args.command == "info":
+            info = _info(args.model)
+            if args.json:
+                print(json.dumps(info, indent=2))
+            else:
+                _print_info(info)
+        elif args.command == "push":
+            from .hub import push_to_hub
+
+            result = push_to_hub(
+                args.run_dir,
+                args.repo_id,
+                private=args.private,
+                dry_run=args.dry_run,
+                license=args.license,
+                model_name=args.model_name,
+            )
+            if args.dry_run:
+                print(result.listing())
+                print(
+                    f"Dry run: nothing uploaded. `hf-interest push {args.run_dir} --repo_id {args.repo_id}` uploads it."
+                )
+            else:
+                print(f"Uploaded to https://huggingface.co/{args.repo_id} ({result})")
+    except USER_ERRORS as error:
+        print(f"hf-interest {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
