@@ -93,11 +93,18 @@ def _cached(model: str, filename: str) -> Path | None:
     return Path(path) if path else None
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: {path.name} is not valid JSON ({error}); save or download it again.") from None
+
+
 def _info(model: str) -> dict:
     config_path = _cached(model, "config.json")
     if config_path is None:
         raise FileNotFoundError(f"{model} has no config.json: point at a saved model folder or a Hub repo id.")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = _read_json(config_path)
     keys = (
         "model_type",
         "architectures",
@@ -114,7 +121,7 @@ def _info(model: str) -> dict:
     result: dict = {"model": model, "config": {key: config.get(key) for key in keys if key in config}}
     vocab_path = _cached(model, "item_vocab.json")
     if vocab_path is not None:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        vocab = _read_json(vocab_path)
         specials = sum(1 for item in vocab if item in ("[PAD]", "[UNK]", "[MASK]"))
         result["vocabulary"] = {"size": len(vocab), "items": len(vocab) - specials, "special_tokens": specials}
         if config.get("num_items") not in (None, len(vocab)):
@@ -137,7 +144,7 @@ def _info(model: str) -> dict:
         result["weights_bytes"] = weights.stat().st_size
     results_path = _cached(model, "eval_results.json")
     if results_path is not None:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
+        results = _read_json(results_path)
         result["dataset"] = {
             k: v for k, v in results.get("dataset", {}).items() if k in ("name", "statistics", "split")
         }
@@ -187,9 +194,13 @@ def _recommend(args) -> list[dict]:
         raise ValueError(
             f"--timestamps has {len(args.timestamps)} values for {len(args.items)} items: give one per item."
         )
-    recommender = pipeline(
-        RECOMMENDATION_TASK, model=args.model, item_titles=titles, trust_remote_code=args.trust_remote_code or None
-    )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # loaded here rather than by pipeline(), whose loader folds the real error into a traceback dump
+    remote = args.trust_remote_code or None
+    model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=remote)
+    recommender = pipeline(RECOMMENDATION_TASK, model=model, tokenizer=tokenizer, item_titles=titles)
     history = {"items": args.items, "timestamps": args.timestamps} if args.timestamps else args.items
     return recommender(history, top_k=args.top_k, exclude_seen=not args.include_seen)
 
@@ -203,6 +214,7 @@ def _groups(args) -> None:
     remote = args.trust_remote_code or None
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=remote)
+    model.check_vocabulary(tokenizer)
     data = load_named_dataset(args.dataset, data_dir=args.data_dir)
     rows = data.sequences["test"]  # each user's whole history before their test event
     histories, timestamps = rows["item_ids"], rows["timestamps"]

@@ -145,6 +145,12 @@ def prepare_upload_folder(
             raise ValueError(
                 f"{run_dir / 'config.json'}: model_type is {config.get('model_type')!r}, expected 'interest'."
             )
+        vocabulary = _read_json(run_dir / "item_vocab.json")
+        if len(vocabulary) != config.get("num_items"):
+            raise ValueError(
+                f"{run_dir / 'item_vocab.json'} has {len(vocabulary)} entries but config.json has num_items="
+                f"{config.get('num_items')}: the vocabulary does not belong to these weights; nothing was published."
+            )
         auto_map = dict(config.get("auto_map") or {})
         added = [key for key in MODEL_AUTO_MAP if key not in auto_map]
         if added:
@@ -167,7 +173,14 @@ def prepare_upload_folder(
                 fixes.append(f"{name}: copied from the installed hf_interest package")
 
     shutil.copy2(run_dir / "eval_results.json", output_dir / "eval_results.json")
-    card = render_model_card(eval_results, repo_id=repo_id, model_name=model_name, license=license)
+    vocab_path = run_dir / "item_vocab.json"
+    example = None
+    if vocab_path.is_file():  # the usage example in the card uses real item ids of this model
+        vocabulary = _read_json(vocab_path)
+        example = [item for item in vocabulary if item not in ("[PAD]", "[UNK]", "[MASK]")][:3] or None
+    card = render_model_card(
+        eval_results, repo_id=repo_id, model_name=model_name, license=license, example_history=example
+    )
     card.save(output_dir / "README.md")
     files = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
     return UploadFolder(path=output_dir, files=files, kind=kind, fixes=fixes)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -189,6 +190,42 @@ class InterestLayer(nn.Module):
         return hidden_states, probs
 
 
+def _is_compiling() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+
+
+def _check_inputs(input_ids, inputs_embeds, attention_mask, timestamps, num_items: int) -> None:
+    """Clear errors for inputs that would otherwise fail deep inside torch (or, worse, silently give nonsense)."""
+    if input_ids is not None:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch_size, seq_len), got shape {tuple(input_ids.shape)}.")
+        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+            raise ValueError(f"input_ids must hold integer item indices, got dtype {input_ids.dtype}.")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= num_items):
+            raise ValueError(
+                f"input_ids holds indices outside the vocabulary [0, {num_items}): encode raw item ids with the "
+                "model's ItemTokenizer, which maps unknown items to [UNK]."
+            )
+        shape = tuple(input_ids.shape)
+    else:
+        if inputs_embeds.dim() != 3:
+            raise ValueError(f"inputs_embeds must be (batch_size, seq_len, hidden), got {tuple(inputs_embeds.shape)}.")
+        shape = tuple(inputs_embeds.shape[:2])
+    for name, tensor in (("attention_mask", attention_mask), ("timestamps", timestamps)):
+        if tensor is not None and tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have the shape of input_ids {shape}, got {tuple(tensor.shape)}.")
+    if timestamps is not None and (timestamps.dtype.is_floating_point or timestamps.dtype == torch.bool):
+        raise ValueError(f"timestamps must be integer seconds, got dtype {timestamps.dtype}.")
+
+
+def _check_labels(labels, num_items: int) -> None:
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must hold integer item indices (or -100 to ignore), got dtype {labels.dtype}.")
+    real = labels[labels != -100]
+    if real.numel() and (int(real.min()) < 0 or int(real.max()) >= num_items):
+        raise ValueError(f"labels must be item indices in [0, {num_items}) or -100 (ignored).")
+
+
 class InterestPreTrainedModel(PreTrainedModel):
     """Weight initialisation and the capabilities shared by the interest model and its heads."""
 
@@ -214,6 +251,47 @@ class InterestPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """
+        Loads like `PreTrainedModel.from_pretrained`, from safetensors only: pickled weights (`pytorch_model.bin`)
+        are never read, so loading a checkpoint cannot run code hidden in its weights. A corrupted or truncated
+        weights file, or a `config.json` whose sizes do not match the weights, is a clear error.
+        """
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError(
+                "hf_interest models load from safetensors only (pickled weights can run code). Convert trusted "
+                "pickled weights once with `model.save_pretrained(folder)` (it writes safetensors)."
+            )
+        kwargs["use_safetensors"] = True
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"{pretrained_model_name_or_path}: the safetensors weights are corrupted or truncated ({error}). "
+                "Download or save the checkpoint again."
+            ) from None
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights do not match config.json (the sizes are in the load "
+                "report above: num_items, hidden_size, intermediate_size, ...). The config does not belong to these "
+                "weights: restore the config.json saved with them."
+            ) from None
+
+    def check_vocabulary(self, tokenizer) -> None:
+        """
+        Raises a `ValueError` when an item vocabulary (an `ItemTokenizer`, or any sized vocabulary) does not have one
+        entry per row of the item embeddings: indices would then name the wrong items, silently.
+        """
+        if len(tokenizer) != self.config.num_items:
+            raise ValueError(
+                f"The item vocabulary has {len(tokenizer)} entries but the model has {self.config.num_items} item "
+                "embeddings (config.num_items): the vocabulary (item_vocab.json) does not belong to this checkpoint. "
+                "Load both from the same folder."
+            )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """
@@ -291,6 +369,8 @@ class InterestModel(InterestPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("InterestModel.forward needs exactly one of `input_ids` or `inputs_embeds`.")
+        if not _is_compiling():
+            _check_inputs(input_ids, inputs_embeds, attention_mask, timestamps, self.config.num_items)
         if inputs_embeds is None:
             inputs_embeds = self.item_embeddings(input_ids)  # (B, T, H)
         batch_size, seq_len, _ = inputs_embeds.shape
@@ -500,6 +580,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                     f"labels must have shape (batch_size, seq_len)={tuple(hidden_states.shape[:2])} or "
                     f"(batch_size,), got {tuple(labels.shape)}."
                 )
+            if not _is_compiling():
+                _check_labels(labels, self.config.num_items)
             loss = self._next_item_loss(hidden_states, labels.to(hidden_states.device), num_items_in_batch)
 
         kept = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states

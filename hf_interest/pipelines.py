@@ -71,6 +71,7 @@ class NextItemRecommendationPipeline(Pipeline):
                 f"The {TASK} pipeline needs a model with recommend() (InterestForNextItemPrediction), "
                 f"got {type(self.model).__name__}."
             )
+        self.model.check_vocabulary(self.tokenizer)
         self.item_titles = _titles_from(item_titles)
 
     def _sanitize_parameters(self, top_k=None, exclude_seen=None, exclude_items=None, **kwargs):

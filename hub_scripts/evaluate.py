@@ -42,6 +42,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     model = AutoModelForCausalLM.from_pretrained(args.checkpoint).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
+    model.check_vocabulary(tokenizer)
 
     stored = Path(args.checkpoint) / "eval_results.json"
     data_arguments = json.loads(stored.read_text())["arguments"]["data"] if stored.is_file() else {}

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -110,7 +111,11 @@ class TrainArguments:
     metric_for_best_model: str = field(default="ndcg@10", metadata={"help": "Validation metric (seen excluded)."})
     early_stopping_patience: int = field(default=20, metadata={"help": "Epochs without improvement before stopping."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir/checkpoints."}
+        default=None,
+        metadata={
+            "help": "A checkpoint folder, or 'latest' for the newest complete one in output_dir/checkpoints "
+            "(none yet: start from the beginning)."
+        },
     )
     checkpoints_to_keep: int = field(default=2, metadata={"help": "Epoch checkpoints kept on disk."})
     report_to: str = field(default="auto", metadata={"help": "Accelerate tracker: 'auto' (TensorBoard if installed)."})
@@ -181,14 +186,44 @@ def get_dataloaders(data, tokenizer: ItemTokenizer, data_args: DataArguments, tr
     return loaders, popularity, stats
 
 
+FAULT_ENV = "HF_INTEREST_FAULT_INJECTION"
+
+
+def _fault_point(name: str, epoch: int) -> None:
+    """
+    Crash-safety tests set `HF_INTEREST_FAULT_INJECTION=<point>@<epoch>` to SIGKILL this process at a named point
+    (`train_step`, `evaluation`, `checkpoint_write`, `best_write`, `final_write`) of a given epoch (1-based).
+    Unset, this does nothing.
+    """
+    fault = os.environ.get(FAULT_ENV)
+    if fault and fault == f"{name}@{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _atomic_replace(tmp: Path, final: Path) -> None:
     """Moves a fully written folder into place; the previous one is removed only after the new one is complete."""
     old = final.with_name(final.name + ".old")
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
     tmp.rename(final)
     if old.exists():
         shutil.rmtree(old)
+
+
+def _recover_folder(final: Path) -> None:
+    """Undoes what a kill inside `_atomic_replace` left: a missing folder comes back from `.old`; leftovers go."""
+    old = final.with_name(final.name + ".old")
+    if not final.exists() and old.exists():
+        old.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(final.with_name(final.name + ".tmp"), ignore_errors=True)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def training_function(data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments) -> dict:
@@ -257,22 +292,39 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     checkpoints = output_dir / "checkpoints"
     state = {"epoch": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
     if train_args.resume_from_checkpoint:
+        if accelerator.is_main_process:  # what a kill at any instant can leave behind
+            _recover_folder(checkpoints / "best")
+            for leftover in checkpoints.glob(".epoch_*.tmp"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        accelerator.wait_for_everyone()
         resume = Path(train_args.resume_from_checkpoint)
         if train_args.resume_from_checkpoint == "latest":
-            found = sorted(checkpoints.glob("epoch_*"), key=lambda p: int(p.name.split("_")[1]))
-            if not found:
-                raise FileNotFoundError(f"--resume_from_checkpoint latest: no checkpoint in {checkpoints}.")
-            resume = found[-1]
-        if not (resume / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"{resume} is not a checkpoint written by this script (no trainer_state.json).")
-        accelerator.load_state(str(resume))
-        state = json.loads((resume / "trainer_state.json").read_text())
-        accelerator.print(f"Resumed from {resume} after epoch {state['epoch']}.")
+            found = sorted(
+                (
+                    p
+                    for p in checkpoints.glob("epoch_*")
+                    if p.name[6:].isdigit() and (p / "trainer_state.json").is_file()
+                ),
+                key=lambda p: int(p.name[6:]),
+            )
+            resume = found[-1] if found else None
+            if resume is None:  # killed before the first checkpoint: nothing to lose, start again
+                accelerator.print(f"--resume_from_checkpoint latest: no checkpoint in {checkpoints} yet; starting.")
+        if resume is not None:
+            if not (resume / "trainer_state.json").is_file():
+                raise FileNotFoundError(
+                    f"{resume} is not a checkpoint written by this script (no trainer_state.json)."
+                )
+            accelerator.load_state(str(resume))
+            state = json.loads((resume / "trainer_state.json").read_text())
+            accelerator.print(f"Resumed from {resume} after epoch {state['epoch']}.")
 
     metric = train_args.metric_for_best_model
     has_time = stats["has_timestamps"]
     epoch_seconds = []
-    for epoch in range(state["epoch"], train_args.num_train_epochs):
+    # a run killed after early stopping had triggered goes straight to the test
+    finished = state["bad_epochs"] >= train_args.early_stopping_patience
+    for epoch in range(state["epoch"], state["epoch"] if finished else train_args.num_train_epochs):
         epoch_start = time.perf_counter()
         model.train()
         train_loader.set_epoch(epoch)
@@ -297,11 +349,14 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
                 optimizer.zero_grad()
             total_loss += loss.detach()
             num_batches += 1
+            if num_batches == 2:
+                _fault_point("train_step", epoch + 1)
         train_loss = accelerator.gather(total_loss).mean().item() / max(num_batches, 1)
         seconds = time.perf_counter() - epoch_start
         epoch_seconds.append(seconds)
         state["train_seconds"] += seconds
 
+        _fault_point("evaluation", epoch + 1)
         results = evaluate_next_item(model, val_loader, popularity, "validation", accelerator, use_timestamps=has_time)
         value = results["exclude_seen"]["model"][metric]
         state["epoch"] = epoch + 1
@@ -318,7 +373,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         )
 
         if improved:
-            _save_model(accelerator, model, tokenizer, checkpoints / "best")
+            _save_model(accelerator, model, tokenizer, checkpoints / "best", fault=("best_write", epoch + 1))
         _save_checkpoint(accelerator, checkpoints, state, train_args.checkpoints_to_keep)
         if state["bad_epochs"] >= train_args.early_stopping_patience:
             accelerator.print(f"Early stopping: no better validation {metric} for {state['bad_epochs']} epochs.")
@@ -377,7 +432,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         },
         "arguments": {"data": asdict(data_args), "model": asdict(model_args), "train": asdict(train_args)},
     }
-    _save_model(accelerator, best, tokenizer, output_dir, in_place=True)
+    _save_model(accelerator, best, tokenizer, output_dir, in_place=True, fault=("final_write", state["epoch"]))
     if accelerator.is_main_process:
         for variant in ("exclude_seen", "include_seen"):
             block = test_results[variant]
@@ -385,33 +440,43 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
                 format_results_table({"popularity": block["popularity"], "model": block["model"]}, block["protocol"])
             )
             print()
-        (output_dir / "eval_results.json").write_text(json.dumps(eval_results, indent=2) + "\n")
+        _write_text_atomic(output_dir / "eval_results.json", json.dumps(eval_results, indent=2) + "\n")
         card = render_model_card(
             eval_results,
             repo_id=f"ORG/{output_dir.name}",
             example_history=tokenizer.items[:3],
         )
-        card.save(output_dir / "README.md")
+        _write_text_atomic(output_dir / "README.md", str(card))
         print(f"Push-ready folder: {output_dir} (model, vocabulary, eval_results.json, README.md model card)")
     accelerator.end_training()
     return eval_results
 
 
-def _save_model(accelerator: Accelerator, model, tokenizer: ItemTokenizer, folder: Path, in_place=False) -> None:
+def _save_model(
+    accelerator: Accelerator, model, tokenizer: ItemTokenizer, folder: Path, in_place=False, fault=None
+) -> None:
     """
     `save_pretrained` of the model and the vocabulary, called on every process (transformers may synchronise inside)
-    and written by the main one, into a temporary folder renamed into place, so a kill never leaves a half-written
-    folder. `in_place` writes straight into `folder` (the run folder, which holds other files too).
+    and written by the main one into a temporary folder, then moved into place, so a kill never leaves a half-written
+    file: the whole folder is renamed, or with `in_place` (the run folder, which holds other files too) each file is
+    moved over its old version with an atomic `os.replace`.
     """
     accelerator.wait_for_everyone()
-    target = folder if in_place else folder.with_name(folder.name + ".tmp")
-    if accelerator.is_main_process and not in_place:
+    target = folder.with_name(f".{folder.name}.save.tmp") if in_place else folder.with_name(folder.name + ".tmp")
+    if accelerator.is_main_process:
         shutil.rmtree(target, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.unwrap_model(model).save_pretrained(target, is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(target)
-        if not in_place:
+        if fault:
+            _fault_point(*fault)
+        if in_place:
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in sorted(target.iterdir()):
+                os.replace(path, folder / path.name)
+            target.rmdir()
+        else:
             _atomic_replace(target, folder)
     accelerator.wait_for_everyone()
 
@@ -423,8 +488,10 @@ def _save_checkpoint(accelerator: Accelerator, checkpoints: Path, state: dict, k
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process writes its own RNG state into tmp before it is renamed
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        _fault_point("checkpoint_write", state["epoch"])
         _atomic_replace(tmp, folder)
         old = sorted(checkpoints.glob("epoch_*"), key=lambda p: int(p.name.split("_")[1]))
         for stale in old[:-keep] if keep > 0 else []:

@@ -262,3 +262,19 @@ def test_dry_run_weights_equal_the_run(tiny_run, dry_run):
     b = InterestForNextItemPrediction.from_pretrained(dry_run.path).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_cards_usage_code_runs_against_the_published_repo(dry_run, tmp_path):
+    text = (dry_run.path / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    assert len(blocks) >= 2, "the card shows the Auto-class and the pipeline usage"
+    hf_home = tmp_path / "hf_home"
+    _as_hub_cache(dry_run.path, hf_home, REPO_ID)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    code = blocks[0] + "\nimport hf_interest\n" + blocks[1] + "\nprint('CARD-CODE-OK', recs.item_ids.shape)\n"
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "CARD-CODE-OK torch.Size([1, 10])" in run.stdout

@@ -274,6 +274,7 @@ def read_delimited(
                 f"({delimiter!r})."
             ) from None
         raise ValueError(f"{path}: could not read the file as {label}: {message}") from None
+    _reject_duplicate_names(table.column_names, path)
     for name in table.column_names:
         typ = table.column(name).type
         if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
@@ -300,8 +301,18 @@ def _header_names(path: Path, delimiter: str, encoding: str, quoting: bool = Tru
     return [name.strip() for name in next(reader, [])]
 
 
+def _reject_duplicate_names(names: list[str], path: Path) -> None:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(
+            f"{path}: the header names {duplicates} more than once, so which column holds them is ambiguous. "
+            "Rename the duplicate columns in the file."
+        )
+
+
 def _read_csv_log(path: Path, mapping: ColumnMapping, delimiter: str, encoding: str, label: str) -> RawLog:
     names = _header_names(path, delimiter, encoding)
+    _reject_duplicate_names(names, path)
     resolved = resolve_columns(mapping, names, str(path))
     types = {resolved[k]: pa.string() for k in _ID_FIELDS if k in resolved}
     table = read_delimited(
