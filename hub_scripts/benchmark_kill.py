@@ -34,7 +34,7 @@ RUN_ARGS = [
     "--intermediate_size", "64",
     "--max_length", "50",
     "--per_device_train_batch_size", "16",
-    "--num_train_epochs", "6",
+    "--num_train_epochs", "12",
     "--report_to", "none",
 ]  # fmt: skip
 
@@ -88,7 +88,8 @@ def main(argv=None) -> int:
             process.send_signal(signal.SIGKILL)
         process.wait()
         checkpoints = folder / "checkpoints"
-        complete = len([p for p in checkpoints.glob("epoch_*") if (p / "trainer_state.json").is_file()])
+        complete = [int(p.name[6:]) for p in checkpoints.glob("epoch_*") if (p / "trainer_state.json").is_file()]
+        newest = max(complete, default="-")
         partial = len(list(checkpoints.glob(".*.tmp"))) + len(list(folder.parent.glob(f".{folder.name}.save.tmp")))
         resumes, ok, note = 0, False, ""
         if killed or not (folder / "eval_results.json").is_file():
@@ -105,11 +106,18 @@ def main(argv=None) -> int:
                 note = "metrics" if got[0] != expected[0] else "history" if got[1] != expected[1] else "weights"
                 note = f"differs: {note}"
         clean += ok
-        rows.append(
-            (trial, f"{delay:.1f}", "yes" if killed else "no (finished)", complete, partial, resumes, ok, note)
-        )
+        rows.append((trial, f"{delay:.1f}", "yes" if killed else "no (finished)", newest, partial, resumes, ok, note))
 
-    header = ("trial", "kill at s", "killed", "complete ckpts", "partial writes", "resumes", "same result", "note")
+    header = (
+        "trial",
+        "kill at s",
+        "killed",
+        "newest ckpt (epoch)",
+        "partial writes",
+        "resumes",
+        "same result",
+        "note",
+    )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     print("  ".join("-" * w for w in widths))

@@ -6,20 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import tiny_train_args
 
-TINY_RUN_ARGS = [
-    "--dataset", "synthetic",
-    "--synthetic_num_users", "40",
-    "--synthetic_num_items", "30",
-    "--hidden_size", "16",
-    "--num_hidden_layers", "1",
-    "--num_attention_heads", "2",
-    "--intermediate_size", "32",
-    "--max_length", "24",
-    "--per_device_train_batch_size", "16",
-    "--num_train_epochs", "2",
-    "--report_to", "none",
-]  # fmt: skip
+TINY_RUN_ARGS = tiny_train_args(users=40, batch_size=16, epochs=2)
 
 
 @pytest.fixture(scope="session")

@@ -8,22 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--dataset", "synthetic",
-    "--synthetic_num_users", "40",
-    "--synthetic_num_items", "30",
-    "--hidden_size", "16",
-    "--num_hidden_layers", "1",
-    "--num_attention_heads", "2",
-    "--intermediate_size", "32",
-    "--max_length", "24",
-    "--per_device_train_batch_size", "8",
-    "--num_train_epochs", "4",
-    "--early_stopping_patience", "10",
-    "--report_to", "none",
-]  # fmt: skip
+ARGS = tiny_train_args(40, 8, 4, "--early_stopping_patience", "10")
 
 
 def _train(output_dir: Path, *extra: str, fault: str | None = None, token: str | None = None):

@@ -9,23 +9,10 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
+from tiny import tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--dataset", "synthetic",
-    "--synthetic_num_users", "48",
-    "--synthetic_num_items", "30",
-    "--hidden_size", "16",
-    "--num_hidden_layers", "1",
-    "--num_attention_heads", "2",
-    "--intermediate_size", "32",
-    "--max_length", "24",
-    "--per_device_train_batch_size", "16",
-    "--per_device_eval_batch_size", "32",
-    "--num_train_epochs", "4",
-    "--early_stopping_patience", "10",
-    "--report_to", "none",
-]  # fmt: skip
+TINY = tiny_train_args(48, 16, 4, "--per_device_eval_batch_size", "32", "--early_stopping_patience", "10")
 
 
 def _run(script: str, *args: str, launcher=(), env=None) -> subprocess.CompletedProcess:
