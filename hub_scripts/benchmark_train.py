@@ -105,7 +105,9 @@ def main() -> None:
     summary = []
     if len(rows) > 1:
         for name, reducer in (("mean", statistics.mean), ("std", statistics.stdev)):
-            summary.append({c: (reducer([r[c] for r in rows]) if c != "run" else name) for c in rows[0]})
+            summary.append(
+                {c: name if c == "run" else "" if c == "procs" else reducer([r[c] for r in rows]) for c in rows[0]}
+            )
     if args.ddp:
         # `accelerate launch --cpu` starts a single process (its simple launcher); two CPU processes need the
         # multi-process launcher with the CPU forced through the environment (DDP over gloo).
