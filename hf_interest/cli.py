@@ -93,18 +93,14 @@ def _cached(model: str, filename: str) -> Path | None:
     return Path(path) if path else None
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: {path.name} is not valid JSON ({error}); save or download it again.") from None
-
-
 def _info(model: str) -> dict:
     config_path = _cached(model, "config.json")
     if config_path is None:
         raise FileNotFoundError(f"{model} has no config.json: point at a saved model folder or a Hub repo id.")
-    config = _read_json(config_path)
+    from .hub import read_json_file
+    from .tokenization_interest import SPECIAL_TOKENS
+
+    config = read_json_file(config_path)
     keys = (
         "model_type",
         "architectures",
@@ -121,8 +117,8 @@ def _info(model: str) -> dict:
     result: dict = {"model": model, "config": {key: config.get(key) for key in keys if key in config}}
     vocab_path = _cached(model, "item_vocab.json")
     if vocab_path is not None:
-        vocab = _read_json(vocab_path)
-        specials = sum(1 for item in vocab if item in ("[PAD]", "[UNK]", "[MASK]"))
+        vocab = read_json_file(vocab_path)
+        specials = sum(1 for item in vocab if item in SPECIAL_TOKENS)
         result["vocabulary"] = {"size": len(vocab), "items": len(vocab) - specials, "special_tokens": specials}
         if config.get("num_items") not in (None, len(vocab)):
             result["vocabulary"]["warning"] = (
@@ -144,7 +140,7 @@ def _info(model: str) -> dict:
         result["weights_bytes"] = weights.stat().st_size
     results_path = _cached(model, "eval_results.json")
     if results_path is not None:
-        results = _read_json(results_path)
+        results = read_json_file(results_path)
         result["dataset"] = {
             k: v for k, v in results.get("dataset", {}).items() if k in ("name", "statistics", "split")
         }

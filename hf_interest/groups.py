@@ -391,7 +391,8 @@ def group_migration(
     """
     if len(histories) != len(timestamps) or len(histories) != len(groups.labels):
         raise ValueError("histories, timestamps and the grouped users must be aligned (same number of rows).")
-    all_times = np.concatenate([np.asarray(t, dtype=np.int64) for t in timestamps if len(t)])
+    times = [np.asarray(t, dtype=np.int64) for t in timestamps]
+    all_times = np.concatenate([t for t in times if len(t)])
     if boundaries is None:
         if num_windows < 2:
             raise ValueError(f"num_windows must be at least 2 to see a migration, got {num_windows}.")
@@ -403,7 +404,7 @@ def group_migration(
     labels = np.full((len(boundaries), len(histories)), -1, dtype=np.int64)
     inactive = []
     for w, boundary in enumerate(boundaries):
-        cut = [int(np.searchsorted(np.asarray(t, dtype=np.int64), boundary, side="left")) for t in timestamps]
+        cut = [int(np.searchsorted(t, boundary, side="left")) for t in times]
         active = [i for i, c in enumerate(cut) if c > 0]
         inactive.append(len(histories) - len(active))
         if not active:

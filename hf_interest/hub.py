@@ -17,6 +17,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 
 from .model_card import load_eval_results, render_model_card
+from .tokenization_interest import SPECIAL_TOKENS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CODE_FILES = ("configuration_interest.py", "modeling_interest.py", "tokenization_interest.py")
@@ -48,17 +49,18 @@ class UploadFolder:
         return "\n".join(lines)
 
 
-def _read_json(path: Path) -> dict:
+def read_json_file(path: Path):
+    """Reads a JSON file of a checkpoint or run folder; broken JSON is a `ValueError` naming the file."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); re-save the run with save_pretrained.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); save or download it again.") from None
 
 
 def _weight_files(run_dir: Path) -> list[str]:
     index = run_dir / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        shards = sorted(set(read_json_file(index).get("weight_map", {}).values()))
         missing = [name for name in shards if not (run_dir / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{index} names weight shards that are missing from {run_dir}: {missing}.")
@@ -112,6 +114,8 @@ def prepare_upload_folder(
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise ValueError(f"repo_id must look like ORG/NAME, got {repo_id!r}.")
     eval_results = load_eval_results(run_dir)
+    vocab_path = run_dir / "item_vocab.json"
+    vocabulary = read_json_file(vocab_path) if vocab_path.is_file() else None
     output_dir.mkdir(parents=True, exist_ok=True)
     fixes: list[str] = []
 
@@ -137,15 +141,14 @@ def prepare_upload_folder(
                 )
         for name in _weight_files(run_dir):
             copy(name)
-        for name in TOKENIZER_FILES[1:] + OPTIONAL_FILES:
+        for name in ("item_vocab.json", *OPTIONAL_FILES):
             if (run_dir / name).is_file():
                 copy(name)
-        config = _read_json(run_dir / "config.json")
+        config = read_json_file(run_dir / "config.json")
         if config.get("model_type") != "interest":
             raise ValueError(
                 f"{run_dir / 'config.json'}: model_type is {config.get('model_type')!r}, expected 'interest'."
             )
-        vocabulary = _read_json(run_dir / "item_vocab.json")
         if len(vocabulary) != config.get("num_items"):
             raise ValueError(
                 f"{run_dir / 'item_vocab.json'} has {len(vocabulary)} entries but config.json has num_items="
@@ -158,7 +161,7 @@ def prepare_upload_folder(
             config["auto_map"] = auto_map
             fixes.append(f"config.json: added auto_map entries {added}")
         (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tokenizer_config = _read_json(run_dir / "tokenizer_config.json")
+        tokenizer_config = read_json_file(run_dir / "tokenizer_config.json")
         if "AutoTokenizer" not in (tokenizer_config.get("auto_map") or {}):
             tokenizer_config["auto_map"] = {**(tokenizer_config.get("auto_map") or {}), **TOKENIZER_AUTO_MAP}
             fixes.append("tokenizer_config.json: added the AutoTokenizer auto_map entry")
@@ -173,11 +176,8 @@ def prepare_upload_folder(
                 fixes.append(f"{name}: copied from the installed hf_interest package")
 
     shutil.copy2(run_dir / "eval_results.json", output_dir / "eval_results.json")
-    vocab_path = run_dir / "item_vocab.json"
-    example = None
-    if vocab_path.is_file():  # the usage example in the card uses real item ids of this model
-        vocabulary = _read_json(vocab_path)
-        example = [item for item in vocabulary if item not in ("[PAD]", "[UNK]", "[MASK]")][:3] or None
+    # the usage example in the card uses real item ids of this model
+    example = [item for item in vocabulary or [] if item not in SPECIAL_TOKENS][:3] or None
     card = render_model_card(
         eval_results, repo_id=repo_id, model_name=model_name, license=license, example_history=example
     )

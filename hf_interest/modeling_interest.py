@@ -194,18 +194,25 @@ def _is_compiling() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
+def _check_item_indices(input_ids: torch.Tensor, num_items: int) -> None:
+    """`input_ids` must be integer vocabulary indices: a clear error instead of an `IndexError` inside the embedding."""
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+        raise ValueError(f"input_ids must hold integer item indices, got dtype {input_ids.dtype}.")
+    if input_ids.numel():
+        low, high = torch.aminmax(input_ids)
+        if int(low) < 0 or int(high) >= num_items:
+            raise ValueError(
+                f"input_ids holds indices outside the vocabulary [0, {num_items}): encode raw item ids with the "
+                "model's ItemTokenizer, which maps unknown items to [UNK]."
+            )
+
+
 def _check_inputs(input_ids, inputs_embeds, attention_mask, timestamps, num_items: int) -> None:
     """Clear errors for inputs that would otherwise fail deep inside torch (or, worse, silently give nonsense)."""
     if input_ids is not None:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch_size, seq_len), got shape {tuple(input_ids.shape)}.")
-        if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-            raise ValueError(f"input_ids must hold integer item indices, got dtype {input_ids.dtype}.")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= num_items):
-            raise ValueError(
-                f"input_ids holds indices outside the vocabulary [0, {num_items}): encode raw item ids with the "
-                "model's ItemTokenizer, which maps unknown items to [UNK]."
-            )
+        _check_item_indices(input_ids, num_items)
         shape = tuple(input_ids.shape)
     else:
         if inputs_embeds.dim() != 3:
@@ -679,14 +686,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             input_ids = input_ids[None, :]
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape (batch_size, seq_len), got {tuple(input_ids.shape)}.")
-        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.is_complex():
-            raise ValueError(f"input_ids must hold integer item indices, got dtype {input_ids.dtype}.")
+        _check_item_indices(input_ids, self.config.num_items)
         input_ids = input_ids.long()
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.num_items):
-            raise ValueError(
-                f"input_ids holds indices outside the vocabulary [0, {self.config.num_items}): encode raw item ids "
-                "with the model's ItemTokenizer, which maps unknown items to [UNK]."
-            )
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
         attention_mask = torch.as_tensor(attention_mask, device=device)
