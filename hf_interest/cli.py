@@ -1,4 +1,4 @@
-"""The `hf-interest` command line: train, evaluate, recommend, groups, push, info."""
+"""The `hf-interest` command line: train, evaluate, recommend, groups, trajectory, push, info."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ examples:
   hf-interest evaluate runs/ml100k --split test
   hf-interest recommend runs/ml100k 50 181 100 --top_k 5
   hf-interest groups runs/ml100k --dataset movielens-100k
+  hf-interest trajectory runs/ml100k --dataset movielens-100k --user 196 --output traj.png
   hf-interest info runs/ml100k
   hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
   hf-interest push runs/ml100k --repo_id ORG/NAME --private
@@ -65,6 +66,28 @@ def _build_parser() -> argparse.ArgumentParser:
     groups.add_argument("--seed", type=int, default=0, help="k-means seed (default: 0)")
     groups.add_argument("--output_dir", help="where to save the groups and plots (default: MODEL/groups if a folder)")
     groups.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
+    traj = sub.add_parser("trajectory", help="one user's interest trajectory: drift over time and category interests")
+    traj.add_argument("model", help="a model folder or Hub repo id")
+    traj.add_argument("--dataset", required=True, help="movielens-100k, synthetic, or a log path (as for train)")
+    traj.add_argument("--data_dir", help="where MovieLens files are (default: cache, then the recbole wheel)")
+    traj.add_argument("--user", required=True, help="the user id (all their events are read, test target included)")
+    traj.add_argument("--window", type=int, help="events per drift window (default: 20 unless --window_seconds)")
+    traj.add_argument("--window_seconds", type=int, help="seconds per drift window, instead of --window")
+    traj.add_argument("--permutations", type=int, default=10,
+                      help="shuffled orders of the same events, the drift reference (default: 10)")  # fmt: skip
+    traj.add_argument("--seed", type=int, default=0, help="seed of the shuffled orders (default: 0)")
+    traj.add_argument("--exclude_seen", action="store_true",
+                      help="category interests from unseen items only (default: every item keeps its mass)")  # fmt: skip
+    traj.add_argument(
+        "--top", type=int, default=8, help="categories named in the plot, the rest is 'other' (default: 8)"
+    )
+    traj.add_argument("--x", choices=("event", "time"), default="event", help="plot over event number or time")
+    traj.add_argument("--output", help="save the plot as this PNG (needs matplotlib: hf-interest[plot])")
+    for name, default in (("num_users", 1000), ("num_items", 500), ("seed", 0)):
+        traj.add_argument(f"--synthetic_{name}", type=int, default=default,
+                          help=f"--dataset synthetic: the {name} it was trained with (default: {default})")  # fmt: skip
+    traj.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
 
     push = sub.add_parser("push", help="publish a run folder to the Hub (or --dry_run DIR)")
     push.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
@@ -258,6 +281,108 @@ def _groups(args) -> None:
             print(f"Saved the groups to {output}; no plots: {error}")
 
 
+def _utc(seconds) -> str:
+    from datetime import datetime, timezone
+
+    return "-" if seconds is None else datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _shares(pairs) -> str:
+    return ", ".join(f"{name} {share:.0%}" for name, share in pairs)
+
+
+def _trajectory(args) -> None:
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .evolution import (
+        category_distribution,
+        category_interests,
+        interest_drift,
+        interest_trajectory,
+        shuffled_trajectories,
+    )
+    from .training import load_named_dataset
+
+    if args.window is not None and args.window_seconds is not None:
+        raise ValueError("Give --window (events) or --window_seconds, not both.")
+    if args.permutations < 1:
+        raise ValueError(f"--permutations must be at least 1, got {args.permutations}.")
+    windowing = {"window_seconds": args.window_seconds} if args.window_seconds else {"window": args.window or 20}
+    synthetic = {"num_users": args.synthetic_num_users, "num_items": args.synthetic_num_items}
+    synthetic["seed"] = args.synthetic_seed
+    data = load_named_dataset(args.dataset, data_dir=args.data_dir, synthetic=synthetic)
+    rows = data.sequences["test"]
+    users = [str(u) for u in rows["user_id"]]
+    if args.user not in users:
+        raise ValueError(
+            f"--user {args.user} is not in the test split of {args.dataset} ({len(users)} users, e.g. "
+            f"{', '.join(users[:3])})."
+        )
+    remote = args.trust_remote_code or None
+    model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=remote)
+    model.check_vocabulary(tokenizer)
+    row = rows[users.index(args.user)]
+    history = [*row["item_ids"], row["target_item_id"]]
+    times = [*row["timestamps"], row["target_timestamp"]] if row.get("timestamps") is not None else None
+    trajectory = interest_trajectory(model, tokenizer, history, times, user_id=args.user)
+    drift = interest_drift(trajectory, **windowing)
+    shuffled = shuffled_trajectories(model, tokenizer, [trajectory] * args.permutations, seed=args.seed)
+    reference = np.mean([interest_drift(t, **windowing).drift for t in shuffled], axis=0)
+
+    print(
+        f"user {args.user} of {args.dataset}: {len(history)} events (test target included); {len(trajectory)} read "
+        f"(the newest, max_position_embeddings={model.config.max_position_embeddings}), {trajectory.num_truncated} "
+        f"older left out, {trajectory.num_unknown} unknown to the vocabulary"
+    )
+    unit = f"{drift.size} events" if drift.unit == "events" else f"{drift.size} s"
+    print(
+        f"drift = cosine distance between the mean interest states of consecutive windows of {unit} (0: same "
+        f"direction, 1: orthogonal); shuffled = the same events in a random order, times in place, mean of "
+        f"{args.permutations} orders (seed {args.seed})"
+    )
+    if drift.empty_windows:
+        print(f"{drift.empty_windows} windows without events left out")
+    print(f"{'window':>6} {'events':>6} {'positions':>11}  {'from (UTC)':<16}  {'to (UTC)':<16} {'drift':>6} "
+          f"{'shuffled':>8} {'from first':>10}")  # fmt: skip
+    for w in range(len(drift)):
+        start_time = None if drift.start_times is None else drift.start_times[w]
+        end_time = None if drift.end_times is None else drift.end_times[w]
+        value = "-" if w == 0 else f"{drift.drift[w]:.3f}"
+        base = "-" if w == 0 else f"{reference[w]:.3f}"
+        span = f"{drift.starts[w]}-{drift.ends[w] - 1}"
+        print(f"{w:>6} {drift.num_events[w]:>6} {span:>11}  {_utc(start_time):<16}  {_utc(end_time):<16} {value:>6} "
+              f"{base:>8} {drift.drift_from_first[w]:>10.3f}")  # fmt: skip
+    if len(drift) > 1:
+        print(f"mean drift over windows 1-{len(drift) - 1}: {np.mean(drift.drift[1:]):.3f} "
+              f"(shuffled order: {np.mean(reference[1:]):.3f})")  # fmt: skip
+
+    categories = dict(zip(map(str, data.items["item_id"]), data.items["categories"]))
+    interests = category_interests(model, tokenizer, trajectory, categories, exclude_seen=args.exclude_seen)
+    seen = "seen items excluded" if args.exclude_seen else "seen items kept"
+    print(f"category interests (the next-item distribution summed per category, {seen}; several categories split):")
+    print(f"    after event {trajectory.positions[0] + 1}: {_shares(interests.top(0))}")
+    print(f"    after event {trajectory.positions[-1] + 1}: {_shares(interests.top(-1))}")
+    counts = np.asarray(data.item_counts, dtype=np.float64)
+    popularity, names, _ = category_distribution(counts / max(counts.sum(), 1.0), data.item_ids, categories)
+    print(
+        f"    popularity (share of training events): {_shares(sorted(zip(names, popularity), key=lambda p: -p[1])[:3])}"
+    )
+    if interests.items_without_category == len(tokenizer.items):
+        print("No item has a category in this dataset: no category plot.")
+    elif args.output:
+        try:
+            from .evolution import plot_category_interests
+
+            plot_category_interests(
+                interests, args.output, top=args.top, x=args.x, drift=drift, drift_reference=reference
+            )
+            print(f"Saved the plot to {args.output}")
+        except ImportError as error:
+            print(f"No plot: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # train and evaluate hand every option to their scripts, so their --help is the scripts' own.
@@ -292,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
         elif args.command == "groups":
             _groups(args)
+        elif args.command == "trajectory":
+            _trajectory(args)
         elif args.command == "info":
             info = _info(args.model)
             if args.json:

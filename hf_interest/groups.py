@@ -14,6 +14,7 @@ groups.save("runs/ml100k/groups")  # groups.safetensors + groups.json beside the
 The interest vector of a user is the backbone's interest state after their last event (`pooling="last"`, what the
 model recommends from) or the mean state over their history (`pooling="mean"`, a smoother, longer-term summary).
 Clustering is scikit-learn k-means on L2-normalised vectors (cosine geometry), deterministic by seed.
+`interest_vectors` is a pooled trajectory: it lives in `hf_interest.evolution` and is imported here.
 """
 
 from __future__ import annotations
@@ -25,66 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.numpy import load_file, save_file
+
+from .evolution import _pyplot, interest_vectors
 
 GROUPS_WEIGHTS = "groups.safetensors"
 GROUPS_CONFIG = "groups.json"
-
-
-def _backbone(model):
-    return model.model if hasattr(model, "model") and hasattr(model.model, "item_embeddings") else model
-
-
-@torch.no_grad()
-def interest_vectors(
-    model,
-    tokenizer,
-    histories: Sequence[Sequence],
-    timestamps: Sequence[Sequence[int]] | None = None,
-    pooling: str = "last",
-    batch_size: int = 256,
-) -> np.ndarray:
-    """
-    One interest vector per history: the backbone's state after the last event, or the mean state over the history.
-
-    Args:
-        model: `InterestModel` or `InterestForNextItemPrediction`.
-        tokenizer: the model's `ItemTokenizer` (histories are raw item ids, oldest first; the newest
-            `max_position_embeddings` events are read).
-        histories: one list of raw item ids per user.
-        timestamps (*optional*): event times in integer seconds, shaped like `histories`.
-        pooling (`str`): `"last"` or `"mean"`.
-        batch_size (`int`): users per forward pass.
-
-    Returns:
-        `np.ndarray` of shape `(num_users, hidden_size)`, float32. An empty history gives the zero vector.
-    """
-    if pooling not in ("last", "mean"):
-        raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}.")
-    if timestamps is not None and len(timestamps) != len(histories):
-        raise ValueError(f"timestamps has {len(timestamps)} rows for {len(histories)} histories.")
-    backbone = _backbone(model)
-    was_training = backbone.training
-    backbone.eval()
-    device = next(backbone.parameters()).device
-    max_length = backbone.config.max_position_embeddings
-    out = np.zeros((len(histories), backbone.config.hidden_size), dtype=np.float32)
-    for start in range(0, len(histories), batch_size):
-        chunk = [list(h) for h in histories[start : start + batch_size]]
-        times = None if timestamps is None else [list(t) for t in timestamps[start : start + batch_size]]
-        batch = tokenizer(chunk, timestamps=times, max_length=max_length, return_tensors="pt").to(device)
-        if batch["input_ids"].shape[1] == 0:
-            continue
-        states = backbone(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        if pooling == "last":
-            pooled = states[:, -1] * mask[:, -1]  # left padding: the newest event is the last column
-        else:
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        out[start : start + len(chunk)] = pooled.cpu().numpy()
-    backbone.train(was_training)
-    return out
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -430,17 +377,6 @@ def group_migration(
         else np.zeros((0, groups.num_groups, groups.num_groups), np.int64),
         users_not_yet_active=inactive,
     )
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError("Plots need matplotlib: pip install 'hf-interest[plot]'.") from error
-    return plt
 
 
 def plot_groups(groups: UserGroups, vectors: np.ndarray, path: str | Path | None = None, title: str | None = None):

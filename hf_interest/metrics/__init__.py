@@ -5,10 +5,13 @@
 - `PopularityRecommender`: the most-popular baseline, scored by the same code.
 - `format_results_table`: results beside the baseline, headed by the protocol.
 - `RANKING_METRIC_PATH`: the same metric as an `evaluate` module, `evaluate.load(RANKING_METRIC_PATH)`.
+- `click_metrics` / `roc_auc` / `log_loss` / `group_auc`: click-prediction metrics in torch, and `CLICK_METRIC_PATH`,
+  their `evaluate` module.
 """
 
 from pathlib import Path
 
+from .click import click_metrics, group_auc, log_loss, roc_auc
 from .popularity import PopularityRecommender
 from .ranking import (
     DEFAULT_KS,
@@ -24,15 +27,23 @@ from .ranking import (
 RANKING_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_ranking")
 """Directory of the `interest_ranking` `evaluate` module; pass it to `evaluate.load`."""
 
+CLICK_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_click")
+"""Directory of the `interest_click` `evaluate` module (AUC, log loss, GAUC); pass it to `evaluate.load`."""
+
 __all__ = [
+    "CLICK_METRIC_PATH",
     "DEFAULT_KS",
     "RANKING_METRIC_PATH",
     "RANK_DEFINITION",
     "PopularityRecommender",
     "RankingAccumulator",
+    "click_metrics",
     "format_protocol",
     "format_results_table",
+    "group_auc",
+    "log_loss",
     "ranking_metrics_from_ranks",
     "ranking_protocol",
     "ranks_from_scores",
+    "roc_auc",
 ]
