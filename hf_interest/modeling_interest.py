@@ -10,6 +10,13 @@ state u_t: a function of the first t events only, so the sequence of states is t
 the item embeddings, trained with a causal cross-entropy on every position (full softmax, or a sampled softmax with
 the log-Q correction for large catalogues).
 
+Items are represented by a learned id embedding, by a projection of a fixed embedding of their text, or by the sum
+(`config.item_representation`), on the input and the output side alike; text-based items share what their texts
+share, and an item added after training (`add_items`) is scored by its text without retraining: the two-tower,
+content-based cold start of e.g. Hou et al., 2022, "Towards Universal Sequence Representation Learning for
+Recommender Systems" (UniSRec, https://arxiv.org/abs/2206.05941), here with a frozen encoder and a linear projection.
+The text embeddings are a buffer saved with the weights, so the model never needs the text encoder to serve.
+
 Conventions: left padding (the newest event in the last column), `attention_mask` 1 for real events, timestamps in
 integer seconds. This file imports nothing from the project except its configuration, so that a saved checkpoint
 loads with `trust_remote_code=True` where `hf_interest` is not installed.
@@ -27,13 +34,17 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_interest import InterestConfig
 
+logger = logging.get_logger(__name__)
+
 # Modules LoRA adapts by default (peft's `target_modules`): every projection inside the transformer layers. The item
 # embeddings and the output bias are left to the base model; put "item_embeddings" and "item_head" in peft's
-# `modules_to_save` when the catalogue or its popularity shifts enough that they must be retrained too.
+# `modules_to_save` when the catalogue or its popularity shifts enough that they must be retrained too. Models with a
+# text tower can also adapt "text_projection" (an nn.Linear: LoRA on it moves every item, new ones included); with
+# item_representation="text", item_head holds only the per-item bias (`InterestItemBias`): modules_to_save, not LoRA.
 DEFAULT_LORA_TARGET_MODULES = ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
 
 
@@ -190,6 +201,21 @@ class InterestLayer(nn.Module):
         return hidden_states, probs
 
 
+class InterestItemBias(nn.Module):
+    """
+    The output layer of a model with `item_representation="text"`: no id weights, only the learned per-item bias (the
+    popularity prior). Its forward returns the bias for every position, to which the text scores are added, so the
+    module is called like a linear head and peft's `modules_to_save` can train a copy of it.
+    """
+
+    def __init__(self, num_items: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(num_items))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (..., N)
+
+
 def _is_compiling() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
@@ -258,6 +284,11 @@ class InterestPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, InterestItemBias):
+            init.zeros_(module.bias)
+        if isinstance(module, InterestModel) and module.item_text_embeddings is not None:
+            # Filled by `set_item_text_embeddings`; zero (no text) until then. A loaded buffer is left alone.
+            init.zeros_(module.item_text_embeddings)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -288,6 +319,19 @@ class InterestPreTrainedModel(PreTrainedModel):
                 "weights: restore the config.json saved with them."
             ) from None
 
+    def resize_token_embeddings(self, *args, **kwargs):
+        """
+        transformers' resize, for `item_representation="id"` models. Models with a text tower grow with `add_items`,
+        which also grows the item text embeddings (transformers' resize knows nothing of them).
+        """
+        if self.config.uses_text:
+            raise ValueError(
+                f"resize_token_embeddings does not grow the item text embeddings of an item_representation="
+                f"{self.config.item_representation!r} model: use InterestForNextItemPrediction.add_items(tokenizer, "
+                "item_ids, text_embeddings)."
+            )
+        return super().resize_token_embeddings(*args, **kwargs)
+
     def check_vocabulary(self, tokenizer) -> None:
         """
         Raises a `ValueError` when an item vocabulary (an `ItemTokenizer`, or any sized vocabulary) does not have one
@@ -317,6 +361,12 @@ class InterestModel(InterestPreTrainedModel):
     """
     The backbone: item, position and time-gap embeddings, then causal pre-LN transformer layers. Returns the interest
     state u_t after every event.
+
+    The item part of the input is `item_representations(input_ids)`: the id embedding, the projected text embedding
+    (`text_projection(item_text_embeddings[i])`), or their sum, as `config.item_representation` says. The text
+    embeddings are a persistent buffer (saved in `model.safetensors`, not trained), filled once with
+    `set_item_text_embeddings`; special tokens conventionally have zero rows, so with `"text"` the padding item is the
+    zero vector, as the padding row of the id embeddings is.
     """
 
     # Loading the backbone from a head checkpoint leaves the head's weights behind, as intended.
@@ -324,7 +374,20 @@ class InterestModel(InterestPreTrainedModel):
 
     def __init__(self, config: InterestConfig):
         super().__init__(config)
-        self.item_embeddings = nn.Embedding(config.num_items, config.hidden_size, padding_idx=config.pad_token_id)
+        self.item_embeddings = (
+            nn.Embedding(config.num_items, config.hidden_size, padding_idx=config.pad_token_id)
+            if config.item_representation != "text"
+            else None
+        )
+        if config.uses_text:
+            # No bias: an item without text (a zero row) then has no text part at all, rather than a shared offset.
+            self.text_projection = nn.Linear(config.text_embedding_size, config.hidden_size, bias=False)
+            self.register_buffer(
+                "item_text_embeddings", torch.zeros(config.num_items, config.text_embedding_size), persistent=True
+            )
+        else:
+            self.text_projection = None
+            self.register_buffer("item_text_embeddings", None, persistent=True)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.time_gap_embeddings = (
             nn.Embedding(config.num_time_buckets, config.hidden_size) if config.use_time_gaps else None
@@ -335,11 +398,83 @@ class InterestModel(InterestPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.item_embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        """The id embeddings; for `item_representation="text"`, which has none, the text projection."""
+        return self.item_embeddings if self.item_embeddings is not None else self.text_projection
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
+        if self.item_embeddings is None:
+            raise ValueError("An item_representation='text' model has no id embeddings to set.")
         self.item_embeddings = value
+
+    def item_representations(
+        self, item_ids: torch.Tensor | None = None, item_id_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """
+        The vector of each item as the model reads it (and, with tied weights, scores it): the id embedding, the
+        projected text embedding, or their sum, as `config.item_representation` says. The modules are called, not
+        their weights read, so peft's LoRA / `modules_to_save` on `item_embeddings` or `text_projection` apply.
+
+        Args:
+            item_ids (`torch.Tensor`, *optional*): vocabulary indices of any shape; default: the whole vocabulary.
+            item_id_keep (`torch.Tensor` of shape `(num_items,)`, *optional*): per item, 1 to keep its id part and 0
+                to drop it (`item_id_dropout` in training; the head draws it once per step for both sides).
+
+        Returns:
+            `torch.Tensor` of shape `item_ids.shape + (hidden_size,)`, or `(num_items, hidden_size)`.
+        """
+        representation = None
+        if self.item_embeddings is not None:
+            if item_ids is None:
+                item_ids = torch.arange(self.config.num_items, device=self.item_embeddings.weight.device)
+            representation = self.item_embeddings(item_ids)
+            if item_id_keep is not None:
+                representation = representation * item_id_keep[item_ids, None].to(representation.dtype)
+        if self.text_projection is not None:
+            text = self.text_representations(item_ids)
+            representation = text if representation is None else representation + text
+        return representation
+
+    def text_representations(self, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        The text part of the item representations: `text_projection(item_text_embeddings[item_ids])`.
+
+        Args:
+            item_ids (`torch.Tensor`, *optional*): vocabulary indices of any shape; default: the whole vocabulary.
+
+        Returns:
+            `torch.Tensor` of shape `item_ids.shape + (hidden_size,)`, or `(num_items, hidden_size)`.
+        """
+        if self.text_projection is None:
+            raise ValueError("This model has no text tower (config.item_representation='id').")
+        text = self.item_text_embeddings if item_ids is None else self.item_text_embeddings[item_ids]
+        return self.text_projection(text.to(self.text_projection.weight.dtype))
+
+    @torch.no_grad()
+    def set_item_text_embeddings(self, embeddings: torch.Tensor) -> None:
+        """
+        Fills the item text embeddings (one row per vocabulary index, e.g. from
+        `hf_interest.text_encoding.encode_item_texts`). They are saved with the weights.
+
+        Args:
+            embeddings (`torch.Tensor` of shape `(num_items, text_embedding_size)`): finite values; special tokens and
+                items without text conventionally get zero rows.
+        """
+        if self.item_text_embeddings is None:
+            raise ValueError(
+                "This model has no text tower (config.item_representation='id'): build it with item_representation="
+                "'text' or 'id+text' and text_embedding_size."
+            )
+        embeddings = torch.as_tensor(embeddings)
+        expected = tuple(self.item_text_embeddings.shape)
+        if tuple(embeddings.shape) != expected:
+            raise ValueError(
+                f"item text embeddings must have shape (num_items, text_embedding_size) = {expected}, one row per "
+                f"vocabulary index (special tokens included), got {tuple(embeddings.shape)}."
+            )
+        if not embeddings.dtype.is_floating_point or not torch.isfinite(embeddings).all():
+            raise ValueError("item text embeddings must be finite floating-point numbers.")
+        self.item_text_embeddings.copy_(embeddings.to(self.item_text_embeddings))
 
     def forward(
         self,
@@ -350,6 +485,7 @@ class InterestModel(InterestPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        item_id_keep: torch.Tensor | None = None,
         **kwargs,
     ) -> InterestModelOutput | tuple:
         """
@@ -361,7 +497,7 @@ class InterestModel(InterestPreTrainedModel):
             timestamps (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
                 Event times in integer seconds; without them the time-gap embedding sees "gap unknown".
             inputs_embeds (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`, *optional*):
-                Item representations to use instead of looking `input_ids` up (e.g. from a text tower).
+                Item representations to use instead of `item_representations(input_ids)`.
             output_attentions (`bool`, *optional*): return every layer's attention probabilities.
             output_hidden_states (`bool`, *optional*): return every layer's output.
             return_dict (`bool`, *optional*): return an [`InterestModelOutput`] rather than a tuple.
@@ -379,7 +515,7 @@ class InterestModel(InterestPreTrainedModel):
         if not _is_compiling():
             _check_inputs(input_ids, inputs_embeds, attention_mask, timestamps, self.config.num_items)
         if inputs_embeds is None:
-            inputs_embeds = self.item_embeddings(input_ids)  # (B, T, H)
+            inputs_embeds = self.item_representations(input_ids, item_id_keep)  # (B, T, H)
         batch_size, seq_len, _ = inputs_embeds.shape
         if seq_len > self.config.max_position_embeddings:
             raise ValueError(
@@ -444,7 +580,13 @@ class InterestModel(InterestPreTrainedModel):
 class InterestForNextItemPrediction(InterestPreTrainedModel):
     """
     The backbone with a next-item head: logits over the whole catalogue from every interest state u_t, a causal
-    cross-entropy when `labels` are given, and `recommend` for top-k retrieval.
+    cross-entropy when `labels` are given, `recommend` for top-k retrieval, and `add_items` for new items.
+
+    The score of item i is `u_t . r_i + b_i`, with r_i the item's representation (`item_representations()`: id
+    embedding, projected text, or their sum) and b_i a learned per-item bias. It is computed as `item_head(u_t)` (the
+    id part, weight tied to the id embeddings, plus the bias; only the bias for `item_representation="text"`) plus
+    `u_t . text_projection(text_i)`: both modules are called, so peft's LoRA / `modules_to_save` on `item_head` or
+    `text_projection` take effect (the sampled softmax reads the weights directly and sees no LoRA on `item_head`).
     """
 
     _tied_weights_keys = {"item_head.weight": "model.item_embeddings.weight"}
@@ -452,25 +594,184 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
     def __init__(self, config: InterestConfig):
         super().__init__(config)
         self.model = InterestModel(config)
-        # Weight tied to the item embeddings by default; the bias is a learned per-item prior (popularity), which is
-        # what an empty history is scored by.
-        self.item_head = nn.Linear(config.hidden_size, config.num_items, bias=True)
+        if config.item_representation == "text":
+            # No id embeddings to tie to: the head is the per-item bias alone, the text scores are added to it.
+            self._tied_weights_keys = {}
+            self.item_head = InterestItemBias(config.num_items)
+        else:
+            # Weight tied to the item embeddings by default; the bias is a learned per-item prior (popularity), which
+            # is what an empty history is scored by.
+            self.item_head = nn.Linear(config.hidden_size, config.num_items, bias=True)
         # Log-probabilities of drawing each item as a negative for the sampled softmax; uniform over real items when
         # unset. Not saved: it is a training setting (see `set_negative_sampling_distribution`).
         self.register_buffer("negative_sampling_log_q", None, persistent=False)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.item_embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.model.item_embeddings = value
+        self.model.set_input_embeddings(value)
 
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.item_head
+    def get_output_embeddings(self) -> nn.Linear | None:
+        """The id output layer; `None` for `item_representation="text"`, which scores items by their text only."""
+        return None if self.config.item_representation == "text" else self.item_head
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.item_head = value
+
+    def item_representations(self, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[`InterestModel.item_representations`]: the vector of each item (input side; output side when tied)."""
+        return self.model.item_representations(item_ids)
+
+    def set_item_text_embeddings(self, embeddings: torch.Tensor) -> None:
+        """[`InterestModel.set_item_text_embeddings`]: fills the item text embeddings (saved with the weights)."""
+        self.model.set_item_text_embeddings(embeddings)
+
+    def _item_logits(self, hidden_states: torch.Tensor, item_id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of every item from interest states `(..., H)`: `(..., num_items)`."""
+        logits = self.item_head(hidden_states)  # id part (tied to the id embeddings) + bias; bias alone for "text"
+        if item_id_keep is not None:  # item_id_dropout: the dropped items keep their bias, lose their id part
+            bias = self.item_head(hidden_states.new_zeros(hidden_states.shape[-1]))  # the module's own bias, via peft
+            logits = bias + (logits - bias) * item_id_keep.to(logits.dtype)
+        if self.model.text_projection is not None:
+            logits = logits + hidden_states @ self.model.text_representations().T  # (..., H) @ (H, N)
+        return logits
+
+    @torch.no_grad()
+    def add_items(
+        self,
+        tokenizer,
+        item_ids,
+        text_embeddings: torch.Tensor | None = None,
+        bias: float | torch.Tensor | None = None,
+    ) -> int:
+        """
+        Cold start: appends new items to the vocabulary and to the model without retraining. Existing items keep
+        their indices, weights and scores exactly; the new items get the next indices.
+
+        - Text models (`item_representation` `"text"` or `"id+text"`) take each new item's text embedding, so a new
+          item is represented, and scored, by its text at once. Encode the texts with the encoder the model was
+          trained with (`config.text_encoder`), e.g. `hf_interest.text_encoding.encode_texts`.
+        - New id embeddings (`"id"`, `"id+text"`) start at zero: they are untrained, so an id-only model has nothing
+          to score a new item by but its bias (it cannot really rank cold items until it is trained on them), and an
+          `"id+text"` model scores it by its text part alone.
+        - New biases: `bias`, or by default the median bias of the existing real items, a neutral popularity prior
+          (a new item has no interactions to estimate one from).
+
+        Call it on the base model (before wrapping it with peft), and build optimizers afterwards: the grown weights
+        are new parameters. A sampled-softmax distribution set with `set_negative_sampling_distribution` is cleared
+        (set it again with counts for the new vocabulary).
+
+        Args:
+            tokenizer ([`ItemTokenizer`]): the model's vocabulary; the new items are added to it (`add_items`).
+            item_ids (iterable): raw ids of the new items, none of them already in the vocabulary.
+            text_embeddings (`torch.Tensor` of shape `(len(item_ids), text_embedding_size)`, *optional*): required
+                for text models, not allowed for id-only ones.
+            bias (`float` or `torch.Tensor` of shape `(len(item_ids),)`, *optional*): output bias of the new items.
+
+        Returns:
+            `int`: the number of items added (`len(item_ids)`).
+        """
+        self.check_vocabulary(tokenizer)
+        item_ids = [str(item) for item in item_ids]
+        if not item_ids:
+            raise ValueError("add_items needs at least one new item id.")
+        vocab = tokenizer.get_vocab()
+        present = [item for item in item_ids if item in vocab]
+        if present:
+            raise ValueError(
+                f"add_items: {len(present)} item ids are already in the vocabulary (e.g. {present[:5]}); pass only new "
+                "items."
+            )
+        if len(set(item_ids)) != len(item_ids):
+            raise ValueError("add_items: item_ids holds duplicates; pass each new item once.")
+        num_old, num_new = self.config.num_items, len(item_ids)
+        backbone = self.model
+        if self.config.uses_text:
+            if text_embeddings is None:
+                raise ValueError(
+                    f"add_items: an item_representation={self.config.item_representation!r} model needs the new items' "
+                    "text_embeddings (one row per new item, from the encoder in config.text_encoder)."
+                )
+            text_embeddings = torch.as_tensor(text_embeddings)
+            expected = (num_new, self.config.text_embedding_size)
+            if tuple(text_embeddings.shape) != expected:
+                raise ValueError(
+                    f"add_items: text_embeddings must have shape (len(item_ids), text_embedding_size) = {expected}, "
+                    f"got {tuple(text_embeddings.shape)}."
+                )
+            if not text_embeddings.dtype.is_floating_point or not torch.isfinite(text_embeddings).all():
+                raise ValueError("add_items: text_embeddings must be finite floating-point numbers.")
+        elif text_embeddings is not None:
+            raise ValueError(
+                "add_items: this model has no text tower (item_representation='id'), so text_embeddings would be "
+                "ignored; leave them out, or train a model with item_representation='text' or 'id+text'."
+            )
+        old_bias = self.item_head.bias
+        if bias is None:
+            new_bias = old_bias[self.config.num_special_tokens :].float().quantile(0.5).expand(num_new)
+        else:
+            new_bias = torch.as_tensor(bias, dtype=old_bias.dtype, device=old_bias.device)
+            if new_bias.numel() not in (1, num_new) or not torch.isfinite(new_bias).all():
+                raise ValueError(f"add_items: bias must be one finite number or {num_new} (one per new item).")
+            new_bias = new_bias.reshape(-1).expand(num_new)
+
+        # The vocabulary first: it raises on ids it refuses (special-token names) before the model has changed.
+        added = tokenizer.add_items(item_ids)
+        if added != num_new:  # the checks above make this unreachable
+            raise RuntimeError(f"add_items: the tokenizer added {added} of {num_new} items; vocabulary out of sync.")
+
+        def grown(parameter: nn.Parameter, extra: torch.Tensor) -> nn.Parameter:
+            extra = extra.to(device=parameter.device, dtype=parameter.dtype)
+            return nn.Parameter(torch.cat([parameter.detach(), extra]), requires_grad=parameter.requires_grad)
+
+        tied = backbone.item_embeddings is not None and self.item_head.weight is backbone.item_embeddings.weight
+        if backbone.item_embeddings is not None:
+            embeddings = backbone.item_embeddings
+            embeddings.weight = grown(
+                embeddings.weight, embeddings.weight.new_zeros(num_new, embeddings.embedding_dim)
+            )
+            embeddings.num_embeddings = num_old + num_new
+        if backbone.item_text_embeddings is not None:
+            backbone.item_text_embeddings = torch.cat(
+                [backbone.item_text_embeddings, text_embeddings.to(backbone.item_text_embeddings)]
+            )
+        if isinstance(self.item_head, nn.Linear):
+            if tied:
+                self.item_head.weight = backbone.item_embeddings.weight
+            else:
+                weight = self.item_head.weight
+                self.item_head.weight = grown(weight, weight.new_zeros(num_new, weight.shape[1]))
+            self.item_head.out_features = num_old + num_new
+        self.item_head.bias = grown(old_bias, new_bias)
+        if self.negative_sampling_log_q is not None:
+            logger.warning("add_items cleared the sampled-softmax distribution; set it again for the new vocabulary.")
+            self.negative_sampling_log_q = None
+        self.config.num_items = num_old + num_new
+        return num_new
+
+    def _draw_item_id_keep(self) -> torch.Tensor | None:
+        """`item_id_dropout`: in training, which items keep their id part this step (one draw for both sides)."""
+        rate = getattr(self.config, "item_id_dropout", 0.0)
+        if not self.training or not rate or self.model.item_embeddings is None or self.model.text_projection is None:
+            return None
+        device = self.model.item_embeddings.weight.device
+        keep = torch.rand(self.config.num_items, device=device) >= rate
+        keep[: self.config.num_special_tokens] = True
+        return keep
+
+    def _output_item_vectors(self, item_ids: torch.Tensor, item_id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Output-side vectors of some items (the sampled softmax); `_item_logits` without the bias, for few items."""
+        vectors = None
+        if self.config.item_representation != "text":
+            vectors = self.item_head.weight[item_ids]
+            if item_id_keep is not None:
+                vectors = vectors * item_id_keep[item_ids, None].to(vectors.dtype)
+        if self.model.text_projection is not None:
+            text = self.model.text_representations(item_ids)
+            vectors = text if vectors is None else vectors + text
+        return vectors
 
     def set_negative_sampling_distribution(self, item_counts: torch.Tensor, power: float = 0.75) -> None:
         """
@@ -494,10 +795,15 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         weights[: self.config.num_special_tokens] = 0
         if weights.sum() <= 0:
             raise ValueError("item_counts has no positive count for any real item; nothing could be sampled.")
-        self.negative_sampling_log_q = (weights / weights.sum()).log().float().to(self.item_head.weight.device)
+        self.negative_sampling_log_q = (weights / weights.sum()).log().float().to(self.item_head.bias.device)
 
     def _next_item_loss(
-        self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        labels: torch.Tensor,
+        num_items_in_batch: int | torch.Tensor | None,
+        input_ids: torch.Tensor | None = None,
+        item_id_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         num_special = self.config.num_special_tokens
         labelled = labels >= num_special  # -100 and special tokens are never targets
@@ -505,31 +811,74 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         targets = labels[labelled]  # (M,)
         if targets.numel() == 0:
             return hidden_states.sum() * 0.0
+        # With loss_exclude_seen, the items of the history up to each position (except the target) leave the softmax,
+        # as they leave the ranking under the exclude_seen protocol. Needs input_ids aligned with the labels.
+        seen_from = None
+        if self.config.loss_exclude_seen and input_ids is not None and input_ids.shape == labels.shape:
+            batch_index, position = labelled.nonzero(as_tuple=True)
+            seen_from = (input_ids, batch_index, position)
         if self.config.loss_type == "full_softmax":
-            logits = self.item_head(hidden)[:, num_special:]  # (M, N - special)
+            logits = self._item_logits(hidden, item_id_keep)[:, num_special:]  # (M, N - special)
+            if seen_from is not None:
+                candidates = torch.arange(num_special, self.config.num_items, device=hidden.device)
+                seen = self._seen_before(*seen_from, candidates, full_catalogue=True)
+                seen[torch.arange(targets.numel(), device=seen.device), targets - num_special] = False
+                logits = logits.masked_fill(seen, float("-inf"))
             losses = F.cross_entropy(logits.float(), targets - num_special, reduction="none")
         else:
-            losses = self._sampled_softmax_losses(hidden, targets)
+            losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep)
         if num_items_in_batch is not None:
             return losses.sum() / num_items_in_batch
         return losses.mean()
 
-    def _sampled_softmax_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _seen_before(
+        self,
+        input_ids: torch.Tensor,
+        batch_index: torch.Tensor,
+        position: torch.Tensor,
+        candidates: torch.Tensor,
+        full_catalogue: bool = False,
+    ) -> torch.Tensor:
+        """
+        `(M, C)` bool: whether candidate item `candidates[c]` occurs in row `batch_index[m]` of `input_ids` at or
+        before `position[m]`, i.e. is already in the history the state at that position has read.
+        """
+        batch_size, seq_len = input_ids.shape
+        positions = torch.arange(seq_len, device=input_ids.device).expand(batch_size, seq_len)
+        if full_catalogue:  # (B, N) first position of every item, one scatter; candidates are num_special..N-1
+            first = torch.full((batch_size, self.config.num_items), seq_len, dtype=torch.long, device=input_ids.device)
+            first.scatter_reduce_(1, input_ids, positions, reduce="amin")
+            first = first[:, candidates]
+        else:  # (B, C) for a few sampled candidates, without a (B, N) table
+            match = input_ids[:, :, None] == candidates[None, None, :]  # (B, T, C)
+            first = torch.where(match, positions[:, :, None], seq_len).amin(dim=1)
+        return first[batch_index] <= position[:, None]
+
+    def _sampled_softmax_losses(
+        self,
+        hidden: torch.Tensor,
+        targets: torch.Tensor,
+        seen_from: tuple | None = None,
+        item_id_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         num_special, num_samples = self.config.num_special_tokens, self.config.num_negative_samples
-        weight, bias = self.item_head.weight, self.item_head.bias
+        bias = self.item_head.bias
         if self.negative_sampling_log_q is None:
             negatives = torch.randint(num_special, self.config.num_items, (num_samples,), device=hidden.device)
             log_q_pos = log_q_neg = None  # uniform: the correction is the same constant for every candidate
         else:
             negatives = torch.multinomial(self.negative_sampling_log_q.exp(), num_samples, replacement=True)
             log_q_pos, log_q_neg = self.negative_sampling_log_q[targets], self.negative_sampling_log_q[negatives]
-        positive_logits = (hidden * weight[targets]).sum(-1) + bias[targets]  # (M,)
-        negative_logits = hidden @ weight[negatives].T + bias[negatives]  # (M, S)
+        positive_logits = (hidden * self._output_item_vectors(targets, item_id_keep)).sum(-1) + bias[targets]  # (M,)
+        negative_logits = hidden @ self._output_item_vectors(negatives, item_id_keep).T + bias[negatives]  # (M, S)
         if log_q_pos is not None:
             positive_logits = positive_logits - log_q_pos
             negative_logits = negative_logits - log_q_neg
         # A sampled negative that is the positive itself is an accidental hit: drop it from that row.
-        negative_logits = negative_logits.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        drop = negatives[None, :] == targets[:, None]
+        if seen_from is not None:  # and negatives already in the history, with loss_exclude_seen
+            drop = drop | self._seen_before(*seen_from, negatives)
+        negative_logits = negative_logits.masked_fill(drop, float("-inf"))
         logits = torch.cat([positive_logits[:, None], negative_logits], dim=1).float()  # (M, 1 + S)
         return F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
 
@@ -567,6 +916,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             [`NextItemPredictionOutput`] or a tuple.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        item_id_keep = self._draw_item_id_keep()
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -575,6 +925,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            item_id_keep=item_id_keep,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H)
 
@@ -589,10 +940,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 )
             if not _is_compiling():
                 _check_labels(labels, self.config.num_items)
-            loss = self._next_item_loss(hidden_states, labels.to(hidden_states.device), num_items_in_batch)
+            loss = self._next_item_loss(
+                hidden_states, labels.to(hidden_states.device), num_items_in_batch, input_ids, item_id_keep
+            )
 
         kept = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
-        logits = self.item_head(kept)  # (B, T or logits_to_keep, N)
+        logits = self._item_logits(kept, item_id_keep)  # (B, T or logits_to_keep, N)
 
         if not return_dict:
             extra = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
@@ -662,7 +1015,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             ).last_hidden_state[:, -1]  # (B, H): left aligned, so the newest event's state
         finally:
             self.train(was_training)
-        scores = self.item_head(states).float()  # (B, N)
+        scores = self._item_logits(states).float()  # (B, N)
         scores[:, :num_special] = float("-inf")
         if exclude_seen:
             seen = input_ids.masked_fill(~attention_mask.bool(), self.config.pad_token_id)
@@ -680,7 +1033,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         self, input_ids, attention_mask, timestamps
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Validates untrusted inputs with clear errors, left-aligns them and keeps the newest events."""
-        device = self.item_head.weight.device
+        device = self.item_head.bias.device
         input_ids = torch.as_tensor(input_ids, device=device)
         if input_ids.dim() == 1:
             input_ids = input_ids[None, :]

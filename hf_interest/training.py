@@ -255,12 +255,73 @@ def evaluate_next_item(
     return results
 
 
+@dataclass
+class TargetsFromCollator:
+    """
+    Wraps a train-mode collator so that only next-item targets at or after `targets_from` are trained on: the labels
+    of earlier events become `label_pad_token_id` (ignored by the loss) while the events themselves stay in the input
+    as history. This is how a trained model is updated on a new period without training on the old one again.
+
+    Args:
+        collator: a `DataCollatorForInterest` in `mode="train"`; every feature needs `timestamps`.
+        targets_from (`int`): unix seconds; targets strictly before this time are ignored.
+    """
+
+    collator: object
+    targets_from: int
+
+    def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        batch = self.collator(features)
+        labels = batch["labels"]  # (B, T), right aligned: the last n columns of a row hold its n labels
+        width = labels.shape[1]
+        keep = None if self.collator.max_length is None else self.collator.max_length + 1
+        for row, feature in enumerate(features):
+            if feature.get("timestamps") is None:
+                raise ValueError("TargetsFromCollator needs `timestamps` in every feature (a log with times).")
+            times = np.asarray(feature["timestamps"], dtype=np.int64).reshape(-1)
+            label_times = (times if keep is None else times[-keep:])[1:]  # time of the event each label names
+            if len(label_times):
+                before = torch.from_numpy(label_times < self.targets_from)
+                labels[row, width - len(label_times) :][before] = self.collator.label_pad_token_id
+        return batch
+
+
+def filter_eval_targets(dataset, unk_token_id: int, targets_from: int | None = None) -> tuple[object, dict[str, int]]:
+    """
+    Keeps the rows of an encoded evaluation split that a model with this vocabulary can be scored on, and counts the
+    others: a target outside the vocabulary (encoded as `unk_token_id`) cannot be ranked by any model or baseline
+    sharing the vocabulary, and with `targets_from` a target before that time belongs to a period not evaluated.
+
+    Args:
+        dataset (`datasets.Dataset`): an evaluation split after `encode_sequences` (`labels`, `target_timestamp`).
+        unk_token_id (`int`): index of unknown items.
+        targets_from (`int`, *optional*): unix seconds; rows whose target is earlier are removed.
+
+    Returns:
+        `(dataset, counts)`: the kept rows, and `{"unknown_targets": n, "targets_before_targets_from": m}` (rows
+        removed for each reason; a row with both counts as unknown).
+    """
+    keep = np.asarray(dataset["labels"], dtype=np.int64) != unk_token_id
+    counts = {"unknown_targets": int(np.count_nonzero(~keep)), "targets_before_targets_from": 0}
+    if targets_from is not None:
+        if "target_timestamp" not in dataset.column_names:
+            raise ValueError("targets_from needs a `target_timestamp` column (a log with timestamps).")
+        early = np.asarray(dataset["target_timestamp"], dtype=np.int64) < targets_from
+        counts["targets_before_targets_from"] = int(np.count_nonzero(early & keep))
+        keep &= ~early
+    if keep.all():
+        return dataset, counts
+    return dataset.select(np.flatnonzero(keep)), counts
+
+
 __all__ = [
     "NAMED_DATASETS",
     "EvalCollator",
     "LengthGroupedSampler",
+    "TargetsFromCollator",
     "eval_dataloader",
     "evaluate_next_item",
+    "filter_eval_targets",
     "load_named_dataset",
     "popularity_baseline",
     "window_starts",

@@ -88,7 +88,7 @@ def test_backbone_output_shapes(tester):
 
 
 def test_head_output_shapes_and_loss(tester):
-    config = tester.get_config()
+    config = tester.get_config(loss_exclude_seen=False)  # plain softmax (test_loss_exclude_seen.py: the other)
     model = _eval_model(InterestForNextItemPrediction, config)
     inputs = tester.prepare_inputs()
     labels = torch.randint(3, config.num_items, (tester.batch_size, tester.seq_len))
@@ -435,7 +435,12 @@ def test_recommend_restores_training_mode(tester):
 
 def test_sampled_softmax_with_log_q_correction_estimates_the_full_softmax(tester):
     torch.manual_seed(0)
-    config = tester.get_config(loss_type="sampled_softmax", num_negative_samples=20000, hidden_dropout_prob=0.0)
+    config = tester.get_config(
+        loss_type="sampled_softmax",
+        num_negative_samples=20000,
+        hidden_dropout_prob=0.0,
+        loss_exclude_seen=False,  # the estimator alone; tests/test_loss_exclude_seen.py checks the seen mask
+    )
     model = InterestForNextItemPrediction(config).eval()
     with torch.no_grad():  # spread the logits so the softmax is far from uniform
         model.model.item_embeddings.weight.mul_(200)
@@ -444,7 +449,7 @@ def test_sampled_softmax_with_log_q_correction_estimates_the_full_softmax(tester
     labels = labels.masked_fill(inputs["attention_mask"] == 0, -100)
     full = InterestForNextItemPrediction._next_item_loss.__get__(model)
     model.config.loss_type = "full_softmax"
-    full_loss = full(model(**inputs).last_hidden_state, labels, None).item()
+    full_loss = full(model(**inputs).last_hidden_state, labels, None, inputs["input_ids"]).item()
     model.config.loss_type = "sampled_softmax"
     counts = torch.arange(config.num_items, dtype=torch.float) ** 2  # a skewed sampling distribution
     model.set_negative_sampling_distribution(counts, power=1.0)
