@@ -818,13 +818,13 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             batch_index, position = labelled.nonzero(as_tuple=True)
             seen_from = (input_ids, batch_index, position)
         if self.config.loss_type == "full_softmax":
-            logits = self._item_logits(hidden, item_id_keep)[:, num_special:]  # (M, N - special)
+            logits = self._item_logits(hidden, item_id_keep).float()  # (M, N)
+            # Special tokens are never candidates; one masked copy of the logits (slicing them off would copy too).
+            excluded = torch.arange(self.config.num_items, device=logits.device) < num_special  # (N,)
             if seen_from is not None:
-                candidates = torch.arange(num_special, self.config.num_items, device=hidden.device)
-                seen = self._seen_before(*seen_from, candidates, full_catalogue=True)
-                seen[torch.arange(targets.numel(), device=seen.device), targets - num_special] = False
-                logits = logits.masked_fill(seen, float("-inf"))
-            losses = F.cross_entropy(logits.float(), targets - num_special, reduction="none")
+                excluded = self._seen_before(*seen_from) | excluded  # (M, N)
+                excluded[torch.arange(targets.numel(), device=logits.device), targets] = False
+            losses = F.cross_entropy(logits.masked_fill(excluded, float("-inf")), targets, reduction="none")
         else:
             losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep)
         if num_items_in_batch is not None:
@@ -836,22 +836,25 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         input_ids: torch.Tensor,
         batch_index: torch.Tensor,
         position: torch.Tensor,
-        candidates: torch.Tensor,
-        full_catalogue: bool = False,
+        candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
-        `(M, C)` bool: whether candidate item `candidates[c]` occurs in row `batch_index[m]` of `input_ids` at or
-        before `position[m]`, i.e. is already in the history the state at that position has read.
+        `(M, C)` bool: whether candidate item `candidates[c]` (default: every item of the vocabulary) occurs in row
+        `batch_index[m]` of `input_ids` at or before `position[m]`, i.e. is already in the history the state at that
+        position has read.
         """
         batch_size, seq_len = input_ids.shape
-        positions = torch.arange(seq_len, device=input_ids.device).expand(batch_size, seq_len)
-        if full_catalogue:  # (B, N) first position of every item, one scatter; candidates are num_special..N-1
-            first = torch.full((batch_size, self.config.num_items), seq_len, dtype=torch.long, device=input_ids.device)
-            first.scatter_reduce_(1, input_ids, positions, reduce="amin")
-            first = first[:, candidates]
-        else:  # (B, C) for a few sampled candidates, without a (B, N) table
-            match = input_ids[:, :, None] == candidates[None, None, :]  # (B, T, C)
-            first = torch.where(match, positions[:, :, None], seq_len).amin(dim=1)
+        positions = torch.arange(seq_len, device=input_ids.device)
+        if candidates is None:  # (B, N): the first position of every item, one scatter
+            first = torch.full((batch_size, self.config.num_items), seq_len, device=input_ids.device)
+            first.scatter_reduce_(1, input_ids, positions.expand(batch_size, seq_len), reduce="amin")
+            small = torch.int16 if seq_len < 2**15 else torch.int32
+            # compared per (row, position) as a (B, T, N) bool table, then the labelled positions kept: cheaper than
+            # gathering a (M, N) table of positions first
+            return (first.to(small)[:, None, :] <= positions.to(small)[None, :, None])[batch_index, position]
+        # (B, C) for a few sampled candidates, without a (B, N) table
+        match = input_ids[:, :, None] == candidates[None, None, :]  # (B, T, C)
+        first = torch.where(match, positions[None, :, None], seq_len).amin(dim=1)
         return first[batch_index] <= position[:, None]
 
     def _sampled_softmax_losses(
