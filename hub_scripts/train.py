@@ -301,9 +301,6 @@ def exclude_items(data, item_ids) -> tuple[object, dict]:
             f"exclude_items: {len(unknown)} ids are not items of the data (e.g. {unknown[:5]}); check the list."
         )
     items = data.items.filter(lambda ids: [i not in excluded for i in ids], input_columns="item_id", batched=True)
-    items = (
-        items.flatten_indices()
-    )  # BehaviorData reads items.data (the Arrow table), which ignores a filter's indices
     counts = {"items": len(excluded), "events_removed": {}, "targets_excluded": {}, "empty_training_sequences": 0}
     sequences = {}
     for split, dataset in data.sequences.items():

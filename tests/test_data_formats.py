@@ -400,3 +400,16 @@ def test_side_tables_from_csv_keep_id_text(tmp_path):
     items = {r["item_id"]: r for r in data.items.to_list()}
     assert items["0042"]["title"] == "Padded" and items["42"]["title"] == "Plain" and items["42"]["year"] == 2001
     assert data.users.to_list() == [{"user_id": "007", "country": "UK"}]
+
+
+def test_item_ids_and_counts_follow_a_filtered_items_table(tmp_path):
+    import dataclasses
+
+    path = tmp_path / "events.csv"
+    frame().to_csv(path, index=False)
+    data = load(path)
+    kept = data.items.filter(lambda item: item != "i2", input_columns="item_id")  # an indices mapping, not a copy
+    filtered = dataclasses.replace(data, items=kept)
+    assert filtered.item_ids == [i for i in data.item_ids if i != "i2"]
+    by_id = dict(zip(data.item_ids, data.item_counts.tolist()))
+    assert filtered.item_counts.tolist() == [by_id[i] for i in filtered.item_ids]

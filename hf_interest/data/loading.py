@@ -67,12 +67,12 @@ class BehaviorData:
     @property
     def item_ids(self) -> list[str]:
         """Raw item ids in vocabulary order (build the `ItemTokenizer` from this)."""
-        return self.items.data.column("item_id").to_pylist()
+        return self.items.with_format("arrow")["item_id"].to_pylist()  # respects a select/filter of the rows
 
     @property
     def item_counts(self) -> np.ndarray:
         """Training events of each item, aligned with `item_ids` (the popularity baseline)."""
-        return self.items.data.column("train_count").to_numpy()
+        return self.items.with_format("arrow")["train_count"].to_numpy()
 
     def encode(self, vocab, unk_id: int = 1) -> tuple[DatasetDict, int]:
         """`encode_sequences(self.sequences, vocab, unk_id)`: add `input_ids` and `labels`.
