@@ -251,6 +251,16 @@ def _check_inputs(input_ids, inputs_embeds, attention_mask, timestamps, num_item
         raise ValueError(f"timestamps must be integer seconds, got dtype {timestamps.dtype}.")
 
 
+def _checked_text_embeddings(embeddings, expected: tuple, name: str, shape_text: str, note: str = "") -> torch.Tensor:
+    """`embeddings` as a tensor of shape `expected` with finite floats, or a `ValueError` naming `name`."""
+    embeddings = torch.as_tensor(embeddings)
+    if tuple(embeddings.shape) != expected:
+        raise ValueError(f"{name} must have shape {shape_text} = {expected}{note}, got {tuple(embeddings.shape)}.")
+    if not embeddings.dtype.is_floating_point or not torch.isfinite(embeddings).all():
+        raise ValueError(f"{name} must be finite floating-point numbers.")
+    return embeddings
+
+
 def _check_labels(labels, num_items: int) -> None:
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must hold integer item indices (or -100 to ignore), got dtype {labels.dtype}.")
@@ -465,15 +475,13 @@ class InterestModel(InterestPreTrainedModel):
                 "This model has no text tower (config.item_representation='id'): build it with item_representation="
                 "'text' or 'id+text' and text_embedding_size."
             )
-        embeddings = torch.as_tensor(embeddings)
-        expected = tuple(self.item_text_embeddings.shape)
-        if tuple(embeddings.shape) != expected:
-            raise ValueError(
-                f"item text embeddings must have shape (num_items, text_embedding_size) = {expected}, one row per "
-                f"vocabulary index (special tokens included), got {tuple(embeddings.shape)}."
-            )
-        if not embeddings.dtype.is_floating_point or not torch.isfinite(embeddings).all():
-            raise ValueError("item text embeddings must be finite floating-point numbers.")
+        embeddings = _checked_text_embeddings(
+            embeddings,
+            tuple(self.item_text_embeddings.shape),
+            "item text embeddings",
+            "(num_items, text_embedding_size)",
+            ", one row per vocabulary index (special tokens included)",
+        )
         self.item_text_embeddings.copy_(embeddings.to(self.item_text_embeddings))
 
     def forward(
@@ -694,15 +702,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                     f"add_items: an item_representation={self.config.item_representation!r} model needs the new items' "
                     "text_embeddings (one row per new item, from the encoder in config.text_encoder)."
                 )
-            text_embeddings = torch.as_tensor(text_embeddings)
-            expected = (num_new, self.config.text_embedding_size)
-            if tuple(text_embeddings.shape) != expected:
-                raise ValueError(
-                    f"add_items: text_embeddings must have shape (len(item_ids), text_embedding_size) = {expected}, "
-                    f"got {tuple(text_embeddings.shape)}."
-                )
-            if not text_embeddings.dtype.is_floating_point or not torch.isfinite(text_embeddings).all():
-                raise ValueError("add_items: text_embeddings must be finite floating-point numbers.")
+            text_embeddings = _checked_text_embeddings(
+                text_embeddings,
+                (num_new, self.config.text_embedding_size),
+                "add_items: text_embeddings",
+                "(len(item_ids), text_embedding_size)",
+            )
         elif text_embeddings is not None:
             raise ValueError(
                 "add_items: this model has no text tower (item_representation='id'), so text_embeddings would be "
@@ -753,7 +758,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
 
     def _draw_item_id_keep(self) -> torch.Tensor | None:
         """`item_id_dropout`: in training, which items keep their id part this step (one draw for both sides)."""
-        rate = getattr(self.config, "item_id_dropout", 0.0)
+        rate = self.config.item_id_dropout
         if not self.training or not rate or self.model.item_embeddings is None or self.model.text_projection is None:
             return None
         device = self.model.item_embeddings.weight.device

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny import tiny_train_args
+from tiny import TEXT_ENCODER_SIZE, tiny_train_args
 
 TINY_RUN_ARGS = tiny_train_args(users=40, batch_size=16, epochs=2)
 
@@ -26,3 +26,27 @@ def tiny_run(tmp_path_factory) -> Path:
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert (folder / "eval_results.json").is_file()
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tmp_path_factory) -> str:
+    """A randomly initialised 1-layer BERT with the all-MiniLM-L6-v2 tokenizer: a fast stand-in for any AutoModel."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from hf_interest.text_encoding import resolve_text_encoder
+
+    folder = tmp_path_factory.mktemp("tiny_text_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(None))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_ENCODER_SIZE,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_train_args
+from tiny import TEXT_ENCODER_SIZE, tiny_train_args
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction
-from hf_interest.text_encoding import encode_item_texts, encode_texts, resolve_text_encoder
+from hf_interest.text_encoding import encode_item_texts, encode_texts
 from hf_interest.text_tower import (
     JointTextEncoderTraining,
     add_text_encoder_lora,
@@ -21,35 +21,14 @@ from hf_interest.text_tower import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT_SIZE = 12
+TEXT_SIZE = TEXT_ENCODER_SIZE  # the tiny_text_encoder fixture's width
 NUM_ITEMS = 12
 WORDS = ["space", "opera", "crime", "snow", "comedy", "war", "love", "robot", "ghost"]
 # special tokens (0-2) and item 11 have no text: they keep zero rows and are never encoded
 TEXTS = [None, None, None] + [f"{WORDS[i % 9]} {WORDS[(2 * i) % 9]} story {i}" for i in range(8)] + [None]
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A random 1-layer BERT (a fast stand-in for all-MiniLM-L6-v2) with the MiniLM tokenizer, saved to a folder."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(None))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_SIZE,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-def build(tiny_bert, representation="text", **joint_kwargs):
+def build(tiny_text_encoder, representation="text", **joint_kwargs):
     from transformers import AutoModel, AutoTokenizer
 
     torch.manual_seed(0)
@@ -62,13 +41,13 @@ def build(tiny_bert, representation="text", **joint_kwargs):
         max_position_embeddings=8,
         item_representation=representation,
         text_embedding_size=TEXT_SIZE,
-        text_encoder=tiny_bert,
+        text_encoder=tiny_text_encoder,
     )
     model = InterestForNextItemPrediction(config)
-    model.set_item_text_embeddings(encode_item_texts(TEXTS, encoder=tiny_bert, show_progress=False))
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    model.set_item_text_embeddings(encode_item_texts(TEXTS, encoder=tiny_text_encoder, show_progress=False))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_text_encoder)
     # init_lora_weights=False: B is not zero, so the adapted encoder differs from the base from the start
-    encoder = add_text_encoder_lora(AutoModel.from_pretrained(tiny_bert), r=2, init_lora_weights=False)
+    encoder = add_text_encoder_lora(AutoModel.from_pretrained(tiny_text_encoder), r=2, init_lora_weights=False)
     joint = JointTextEncoderTraining(model, encoder, tokenize_item_texts(TEXTS, tokenizer), **joint_kwargs)
     return joint, tokenizer
 
@@ -80,8 +59,8 @@ def batch():
 
 
 @pytest.mark.parametrize("representation", ["text", "id+text"])
-def test_gradients_reach_the_adapters_and_the_model_only(tiny_bert, representation):
-    joint, _ = build(tiny_bert, representation)
+def test_gradients_reach_the_adapters_and_the_model_only(tiny_text_encoder, representation):
+    joint, _ = build(tiny_text_encoder, representation)
     joint.train()
     cached = joint.model.model.item_text_embeddings.clone()
     joint(**batch()).loss.backward()
@@ -97,16 +76,16 @@ def test_gradients_reach_the_adapters_and_the_model_only(tiny_bert, representati
     assert torch.equal(joint.model.model.item_text_embeddings[11], torch.zeros(TEXT_SIZE))
 
 
-def test_max_items_per_step_bounds_the_items_re_encoded(tiny_bert):
-    joint, _ = build(tiny_bert, max_items_per_step=3)
+def test_max_items_per_step_bounds_the_items_re_encoded(tiny_text_encoder):
+    joint, _ = build(tiny_text_encoder, max_items_per_step=3)
     joint.train()
     cached = joint.model.model.item_text_embeddings.clone()
     joint(**batch()).loss.backward()
     assert int(((joint.model.model.item_text_embeddings - cached).abs().sum(1) > 0).sum()) == 3
 
 
-def test_eval_mode_is_the_models_forward_and_the_buffer_is_restored(tiny_bert):
-    joint, _ = build(tiny_bert)
+def test_eval_mode_is_the_models_forward_and_the_buffer_is_restored(tiny_text_encoder):
+    joint, _ = build(tiny_text_encoder)
     joint.eval()
     with torch.no_grad():
         torch.testing.assert_close(joint(**batch()).logits, joint.model(**batch()).logits)
@@ -117,8 +96,8 @@ def test_eval_mode_is_the_models_forward_and_the_buffer_is_restored(tiny_bert):
     assert not buffer.requires_grad
 
 
-def test_refresh_is_a_fresh_encoding_and_the_checkpoint_serves_without_the_encoder(tiny_bert, tmp_path):
-    joint, tokenizer = build(tiny_bert, "id+text")
+def test_refresh_is_a_fresh_encoding_and_the_checkpoint_serves_without_the_encoder(tiny_text_encoder, tmp_path):
+    joint, tokenizer = build(tiny_text_encoder, "id+text")
     joint.train()
     optimizer = torch.optim.AdamW([p for p in joint.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2):
@@ -133,7 +112,7 @@ def test_refresh_is_a_fresh_encoding_and_the_checkpoint_serves_without_the_encod
     fresh = encode_item_texts(TEXTS, encoder=joint.encoder, tokenizer=tokenizer, show_progress=False)
     torch.testing.assert_close(refreshed, fresh, rtol=1e-5, atol=1e-6)
     # and it differs from the base encoder's: the adapters changed the embeddings
-    assert not torch.allclose(refreshed, encode_item_texts(TEXTS, encoder=tiny_bert, show_progress=False))
+    assert not torch.allclose(refreshed, encode_item_texts(TEXTS, encoder=tiny_text_encoder, show_progress=False))
 
     joint.model.save_pretrained(tmp_path / "model")
     joint.save_adapter(tmp_path / "model" / "text_encoder_adapter", tokenizer)
@@ -154,14 +133,14 @@ def test_refresh_is_a_fresh_encoding_and_the_checkpoint_serves_without_the_encod
     )
 
 
-def test_bad_input_is_refused(tiny_bert):
+def test_bad_input_is_refused(tiny_text_encoder):
     from transformers import AutoModel, AutoTokenizer
 
     with pytest.raises(ValueError, match="no Linear module named"):
-        add_text_encoder_lora(AutoModel.from_pretrained(tiny_bert), target_modules=("q_proj",))
+        add_text_encoder_lora(AutoModel.from_pretrained(tiny_text_encoder), target_modules=("q_proj",))
     with pytest.raises(ValueError, match="r must be a positive integer"):
-        add_text_encoder_lora(AutoModel.from_pretrained(tiny_bert), r=0)
-    joint, tokenizer = build(tiny_bert)
+        add_text_encoder_lora(AutoModel.from_pretrained(tiny_text_encoder), r=0)
+    joint, tokenizer = build(tiny_text_encoder)
     with pytest.raises(ValueError, match="one text per vocabulary index"):
         JointTextEncoderTraining(joint.model, joint.encoder, tokenize_item_texts(TEXTS[:-1], tokenizer))
     id_only = InterestForNextItemPrediction(InterestConfig(num_items=NUM_ITEMS, hidden_size=16, num_hidden_layers=1))
@@ -170,13 +149,21 @@ def test_bad_input_is_refused(tiny_bert):
     with pytest.raises(ValueError, match="a loaded encoder needs its tokenizer"):
         encode_texts(["x"], encoder=joint.encoder)
     with pytest.raises(ValueError, match="no item has a text"):
-        tokenize_item_texts([None, None], AutoTokenizer.from_pretrained(tiny_bert))
+        tokenize_item_texts([None, None], AutoTokenizer.from_pretrained(tiny_text_encoder))
 
 
-def test_train_script_text_encoder_lora(tmp_path, tiny_bert):
+def test_train_script_text_encoder_lora(tmp_path, tiny_text_encoder):
     out = tmp_path / "run"
     args = tiny_train_args(
-        40, 16, 2, "--item_representation", "id+text", "--text_encoder", tiny_bert, "--text_encoder_lora_r", "2"
+        40,
+        16,
+        2,
+        "--item_representation",
+        "id+text",
+        "--text_encoder",
+        tiny_text_encoder,
+        "--text_encoder_lora_r",
+        "2",
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     run = subprocess.run(
@@ -203,5 +190,5 @@ def test_train_script_text_encoder_lora(tmp_path, tiny_bert):
     encoder, encoder_tokenizer = load_adapted_text_encoder(adapter)
     fresh = encode_item_texts(item_texts(data.items, tokenizer), encoder=encoder, tokenizer=encoder_tokenizer)
     torch.testing.assert_close(model.model.item_text_embeddings, fresh, rtol=1e-5, atol=1e-6)
-    base = encode_item_texts(item_texts(data.items, tokenizer), encoder=tiny_bert, show_progress=False)
+    base = encode_item_texts(item_texts(data.items, tokenizer), encoder=tiny_text_encoder, show_progress=False)
     assert not torch.allclose(model.model.item_text_embeddings, base, atol=1e-6)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from tiny import tiny_train_args
+from tiny import TEXT_ENCODER_SIZE, tiny_train_args
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, InterestModel, ItemTokenizer
 from hf_interest.modeling_interest import InterestItemBias
@@ -25,7 +25,7 @@ from hf_interest.text_encoding import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT_SIZE = 12
+TEXT_SIZE = TEXT_ENCODER_SIZE  # the tiny_text_encoder fixture's width
 REPRESENTATIONS = ("id", "text", "id+text")
 
 
@@ -67,27 +67,6 @@ def inputs(num_items=20, seed=0):
     return {"input_ids": input_ids, "attention_mask": attention_mask, "timestamps": timestamps}
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    """A randomly initialised 1-layer BERT with the all-MiniLM-L6-v2 tokenizer: a fast stand-in for any AutoModel."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny_encoder")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(None))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_SIZE,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 # --- config -----------------------------------------------------------------------------------------------------
 
 
@@ -109,26 +88,31 @@ def test_config_validates_the_item_representation(kwargs, message):
 # --- text encoding ----------------------------------------------------------------------------------------------
 
 
-def test_encode_texts_mean_pools_over_the_attention_mask(tiny_encoder):
+def test_encode_texts_mean_pools_over_the_attention_mask(tiny_text_encoder):
     from transformers import AutoModel, AutoTokenizer
 
     texts = ["a short one", "a much longer text about space operas and snowy crime stories", "x"]
-    batched = encode_texts(texts, encoder=tiny_encoder, batch_size=3, normalize=False, show_progress=False)
+    batched = encode_texts(texts, encoder=tiny_text_encoder, batch_size=3, normalize=False, show_progress=False)
     # padding never leaks into a text's vector: each text alone gives the same vector as in a padded batch
-    alone = torch.cat([encode_texts([t], encoder=tiny_encoder, normalize=False, show_progress=False) for t in texts])
+    alone = torch.cat(
+        [encode_texts([t], encoder=tiny_text_encoder, normalize=False, show_progress=False) for t in texts]
+    )
     torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
     # reference: the plain mean of the last hidden states of the real tokens
-    tokenizer, model = AutoTokenizer.from_pretrained(tiny_encoder), AutoModel.from_pretrained(tiny_encoder).eval()
+    tokenizer, model = (
+        AutoTokenizer.from_pretrained(tiny_text_encoder),
+        AutoModel.from_pretrained(tiny_text_encoder).eval(),
+    )
     with torch.no_grad():
         hidden = model(**tokenizer(texts[1], return_tensors="pt")).last_hidden_state[0]
     torch.testing.assert_close(batched[1], hidden.mean(0), rtol=1e-5, atol=1e-6)
-    normalized = encode_texts(texts, encoder=tiny_encoder, batch_size=2, show_progress=False)
+    normalized = encode_texts(texts, encoder=tiny_text_encoder, batch_size=2, show_progress=False)
     torch.testing.assert_close(normalized.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(normalized, torch.nn.functional.normalize(batched, dim=1), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"texts\[1\] is NoneType"):
-        encode_texts(["a", None], encoder=tiny_encoder)
+        encode_texts(["a", None], encoder=tiny_text_encoder)
     with pytest.raises(ValueError, match="batch_size"):
-        encode_texts(["a"], encoder=tiny_encoder, batch_size=0)
+        encode_texts(["a"], encoder=tiny_text_encoder, batch_size=0)
 
 
 def test_default_encoder_matches_sentence_transformers():
@@ -143,7 +127,7 @@ def test_default_encoder_matches_sentence_transformers():
     torch.testing.assert_close(ours, torch.as_tensor(reference), rtol=1e-4, atol=1e-5)
 
 
-def test_item_texts_fall_back_and_count(tiny_encoder):
+def test_item_texts_fall_back_and_count(tiny_text_encoder):
     items = [
         {"item_id": "a", "text": "Alpha. Categories: x", "title": "Alpha", "categories": ["x"], "description": None},
         {"item_id": "b", "text": None, "title": "Beta", "categories": ["y", "z"], "description": "A tale."},
@@ -159,11 +143,11 @@ def test_item_texts_fall_back_and_count(tiny_encoder):
     columns = {key: [row[key] for row in items] for key in items[0]}
     assert item_texts(columns, ["b", "a"]).texts == ["Beta. Categories: y, z. A tale.", "Alpha. Categories: x"]
 
-    embeddings = encode_item_texts(texts, encoder=tiny_encoder, show_progress=False)
+    embeddings = encode_item_texts(texts, encoder=tiny_text_encoder, show_progress=False)
     assert embeddings.shape == (len(tokenizer), TEXT_SIZE)
     zero = [i for i, text in enumerate(texts.texts) if text is None]
     assert (embeddings[zero] == 0).all()  # special tokens and items without text
-    fresh = encode_texts(["Alpha. Categories: x", "Beta. Categories: y, z. A tale."], encoder=tiny_encoder)
+    fresh = encode_texts(["Alpha. Categories: x", "Beta. Categories: y, z. A tale."], encoder=tiny_text_encoder)
     torch.testing.assert_close(embeddings[[3, 4]], fresh, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="item_id"):
         item_texts([{"title": "no id"}], ["a"])
@@ -450,7 +434,7 @@ def test_lora_on_the_text_projection_and_a_saved_bias_copy_take_effect():
 # --- the training script ----------------------------------------------------------------------------------------
 
 
-def test_train_script_text_tower_with_excluded_items_then_cold_start(tmp_path, tiny_encoder):
+def test_train_script_text_tower_with_excluded_items_then_cold_start(tmp_path, tiny_text_encoder):
     sys.path.insert(0, str(ROOT))
     try:
         from hub_scripts.train import DataArguments, exclude_items, load_data
@@ -474,7 +458,7 @@ def test_train_script_text_tower_with_excluded_items_then_cold_start(tmp_path, t
     exclude_file = tmp_path / "excluded.txt"
     exclude_file.write_text("\n".join(excluded) + "\n")
     out = tmp_path / "run"
-    args = tiny_train_args(40, 16, 1, "--item_representation", "text", "--text_encoder", tiny_encoder)
+    args = tiny_train_args(40, 16, 1, "--item_representation", "text", "--text_encoder", tiny_text_encoder)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     run = subprocess.run(
         [sys.executable, str(ROOT / "hub_scripts" / "train.py"), *args, "--exclude_items_file", str(exclude_file),
@@ -486,7 +470,7 @@ def test_train_script_text_tower_with_excluded_items_then_cold_start(tmp_path, t
 
     model = InterestForNextItemPrediction.from_pretrained(out).eval()
     tokenizer = ItemTokenizer.from_pretrained(out)
-    assert model.config.item_representation == "text" and model.config.text_encoder == tiny_encoder
+    assert model.config.item_representation == "text" and model.config.text_encoder == tiny_text_encoder
     assert not set(excluded) & set(tokenizer.items)
     # the cached embeddings in the checkpoint are a fresh encoding of the item texts
     fresh = encode_item_texts(item_texts(data.items, tokenizer), encoder=model.config.text_encoder)

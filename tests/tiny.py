@@ -1,5 +1,7 @@
 """Arguments of the tiny synthetic training runs the tests make through the real scripts (seconds on a CPU)."""
 
+TEXT_ENCODER_SIZE = 12  # hidden size of the `tiny_text_encoder` fixture (conftest.py)
+
 
 def tiny_train_args(users: int = 40, batch_size: int = 16, epochs: int = 2, *extra: str) -> list[str]:
     """`train.py` arguments: synthetic data with `users` users and 30 items, a 1-layer model of width 16."""
