@@ -18,6 +18,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from .configuration_interest import InterestConfig
 from .modeling_interest import (
     DEFAULT_LORA_TARGET_MODULES,
+    ClickPredictionOutput,
+    InterestForClickPrediction,
+    InterestForecastingOutput,
+    InterestForInterestForecasting,
     InterestForNextItemPrediction,
     InterestModel,
     InterestModelOutput,
@@ -43,7 +47,11 @@ ItemTokenizer.register_for_auto_class("AutoTokenizer")
 register_pipeline()  # transformers.pipeline("next-item-recommendation", model=...)
 
 __all__ = [
+    "ClickPredictionOutput",
     "DEFAULT_LORA_TARGET_MODULES",
+    "InterestForClickPrediction",
+    "InterestForInterestForecasting",
+    "InterestForecastingOutput",
     "InterestConfig",
     "InterestForNextItemPrediction",
     "InterestModel",

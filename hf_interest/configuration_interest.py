@@ -99,6 +99,31 @@ class InterestConfig(PretrainedConfig):
             for the bundled all-MiniLM-L6-v2), recorded so that new items (`add_items`) are encoded with the same
             one: `hf_interest.text_encoding.encode_texts(texts, encoder=config.text_encoder)`. Informational: the
             model never loads it. Only allowed when `item_representation` uses text.
+        long_term_interest (`bool`, defaults to `False`):
+            Add a long-term interest l_t: attention pooling, with one learned query, over the representations of all
+            items up to step t, without positions, so it is an order-free profile of the whole history. See
+            `short_term_interest` for how the parts are combined.
+        short_term_interest (`bool`, defaults to `False`):
+            Add a short-term interest s_t: attention, queried by the causal state h_t, over the last
+            `short_term_window` items only (what the user just did). The interest state is then
+            `LayerNorm(h_t + g_t * l_t + (1 - g_t) * s_t)` with both parts, where the gate
+            `g_t = sigmoid(w . [h_t, l_t, s_t] + b)` is learned per user and step; `LayerNorm(h_t + l_t)` or
+            `LayerNorm(h_t + s_t)` with one; `LayerNorm(h_t)` with neither (the plain causal transformer). The model
+            outputs expose `long_term_interest`, `short_term_interest` and `interest_gate`. Off by default: the
+            MovieLens-100K ablation that would justify turning them on has not been completed (README, "Long- and
+            short-term interests").
+        short_term_window (`int`, defaults to 5):
+            Number of most recent events (the current one included) the short-term interest reads.
+        num_categories (`int`, *optional*):
+            Number of item categories, for the interest-forecasting head ([`InterestForInterestForecasting`]) and
+            category read-outs. The item -> category weights are a buffer of that model
+            (`set_item_category_weights`).
+        category_names (`list[str]`, *optional*):
+            Name of each category (length `num_categories`).
+        forecast_horizon (`int`, defaults to 5):
+            k of the forecasting head: it predicts the category distribution of the user's next k events.
+        click_hidden_size (`int`, defaults to 64):
+            Hidden size of the MLP of the click-prediction head ([`InterestForClickPrediction`]).
         num_special_tokens (`int`, defaults to 3):
             Number of special tokens at the start of the vocabulary ([PAD], [UNK], [MASK]).
         pad_token_id (`int`, defaults to 0), unk_token_id (`int`, defaults to 1), mask_token_id (`int`, defaults to 2):
@@ -131,6 +156,13 @@ class InterestConfig(PretrainedConfig):
         item_id_dropout: float = 0.0,
         text_embedding_size: int | None = None,
         text_encoder: str | None = None,
+        long_term_interest: bool = False,
+        short_term_interest: bool = False,
+        short_term_window: int = 5,
+        num_categories: int | None = None,
+        category_names: list[str] | None = None,
+        forecast_horizon: int = 5,
+        click_hidden_size: int = 64,
         num_special_tokens: int = 3,
         pad_token_id: int = 0,
         unk_token_id: int = 1,
@@ -157,6 +189,13 @@ class InterestConfig(PretrainedConfig):
         self.item_id_dropout = item_id_dropout
         self.text_embedding_size = text_embedding_size
         self.text_encoder = text_encoder
+        self.long_term_interest = long_term_interest
+        self.short_term_interest = short_term_interest
+        self.short_term_window = short_term_window
+        self.num_categories = num_categories
+        self.category_names = list(category_names) if category_names is not None else None
+        self.forecast_horizon = forecast_horizon
+        self.click_hidden_size = click_hidden_size
         self.num_special_tokens = num_special_tokens
         self.unk_token_id = unk_token_id
         self.mask_token_id = mask_token_id
@@ -182,8 +221,21 @@ class InterestConfig(PretrainedConfig):
             "intermediate_size",
             "max_position_embeddings",
             "num_negative_samples",
+            "short_term_window",
+            "forecast_horizon",
+            "click_hidden_size",
         ):
             positive_int(name)
+        for name in ("long_term_interest", "short_term_interest"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"InterestConfig.{name} must be True or False, got {getattr(self, name)!r}.")
+        if self.num_categories is not None:
+            positive_int("num_categories")
+        if self.category_names is not None and len(self.category_names) != (self.num_categories or 0):
+            raise ValueError(
+                f"InterestConfig.category_names has {len(self.category_names)} names but num_categories is "
+                f"{self.num_categories!r}: give one name per category."
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"InterestConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "

@@ -56,7 +56,12 @@ def _pyplot():
 
 
 def _state_batches(
-    model, tokenizer, histories: Sequence[Sequence], timestamps: Sequence[Sequence[int]] | None, batch_size: int
+    model,
+    tokenizer,
+    histories: Sequence[Sequence],
+    timestamps: Sequence[Sequence[int]] | None,
+    batch_size: int,
+    output: str = "last_hidden_state",
 ) -> Iterator[tuple[int, dict, torch.Tensor]]:
     """
     Runs the backbone over the histories in batches, in eval mode and without gradients (the model's mode is restored
@@ -84,7 +89,7 @@ def _state_batches(
                 yield start, batch, torch.zeros(len(chunk), 0, hidden_size)
                 continue
             with torch.no_grad():
-                states = backbone(**batch).last_hidden_state.float()  # (B, T, H)
+                states = getattr(backbone(**batch), output).float()  # (B, T, H)
             yield start, batch, states
     finally:
         backbone.train(was_training)
@@ -99,7 +104,9 @@ def interest_vectors(
     batch_size: int = 256,
 ) -> np.ndarray:
     """
-    One interest vector per history: the backbone's state after the last event, or the mean state over the history.
+    One interest vector per history: the backbone's state after the last event, the mean state over the history, or
+    the long-term interest after the last event (models with `config.long_term_interest`: the attention-pooled
+    profile of the whole history, steadier than the last state).
 
     Args:
         model: `InterestModel` or `InterestForNextItemPrediction`.
@@ -107,20 +114,24 @@ def interest_vectors(
             `max_position_embeddings` events are read).
         histories: one list of raw item ids per user.
         timestamps (*optional*): event times in integer seconds, shaped like `histories`.
-        pooling (`str`): `"last"` or `"mean"`.
+        pooling (`str`): `"last"`, `"mean"` or `"long_term"`.
         batch_size (`int`): users per forward pass.
 
     Returns:
         `np.ndarray` of shape `(num_users, hidden_size)`, float32. An empty history gives the zero vector.
     """
-    if pooling not in ("last", "mean"):
-        raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}.")
-    out = np.zeros((len(histories), _backbone(model).config.hidden_size), dtype=np.float32)
-    for start, batch, states in _state_batches(model, tokenizer, histories, timestamps, batch_size):
+    if pooling not in ("last", "mean", "long_term"):
+        raise ValueError(f"pooling must be 'last', 'mean' or 'long_term', got {pooling!r}.")
+    config = _backbone(model).config
+    if pooling == "long_term" and not config.long_term_interest:
+        raise ValueError("pooling='long_term' needs a model trained with long_term_interest=True.")
+    output = "long_term_interest" if pooling == "long_term" else "last_hidden_state"
+    out = np.zeros((len(histories), config.hidden_size), dtype=np.float32)
+    for start, batch, states in _state_batches(model, tokenizer, histories, timestamps, batch_size, output):
         if states.shape[1] == 0:
             continue
         mask = batch["attention_mask"].unsqueeze(-1).float()
-        if pooling == "last":
+        if pooling in ("last", "long_term"):
             pooled = states[:, -1] * mask[:, -1]  # left padding: the newest event is the last column
         else:
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)

@@ -12,7 +12,8 @@ groups.save("runs/ml100k/groups")  # groups.safetensors + groups.json beside the
 ```
 
 The interest vector of a user is the backbone's interest state after their last event (`pooling="last"`, what the
-model recommends from) or the mean state over their history (`pooling="mean"`, a smoother, longer-term summary).
+model recommends from), the mean state over their history (`pooling="mean"`, a smoother, longer-term summary), or the
+long-term interest of models trained with `long_term_interest=True` (`pooling="long_term"`).
 Clustering is scikit-learn k-means on L2-normalised vectors (cosine geometry), deterministic by seed.
 `interest_vectors` is a pooled trajectory: it lives in `hf_interest.evolution` and is imported here.
 """
@@ -53,7 +54,7 @@ class UserGroups:
         centroids: `(num_groups, dims)` k-means centres in the L2-normalised space.
         labels: the group of each user, aligned with `user_ids`.
         user_ids: the users clustered.
-        pooling: how the interest vectors were made (`"last"` or `"mean"`).
+        pooling: how the interest vectors were made (`"last"`, `"mean"` or `"long_term"`).
         seed: the k-means seed.
         silhouette: the silhouette (cosine) of the chosen clustering.
         silhouette_by_k: the silhouette of every k tried (empty when `num_groups` was given).

@@ -49,6 +49,12 @@ class UploadFolder:
         return "\n".join(lines)
 
 
+HEAD_CLASSES = {
+    "click-prediction": "InterestForClickPrediction",
+    "interest-forecasting": "InterestForInterestForecasting",
+}
+
+
 def read_json_file(path: Path):
     """Reads a JSON file of a checkpoint or run folder; broken JSON is a `ValueError` naming the file."""
     try:
@@ -178,10 +184,16 @@ def prepare_upload_folder(
     shutil.copy2(run_dir / "eval_results.json", output_dir / "eval_results.json")
     # the usage example in the card uses real item ids of this model
     example = [item for item in vocabulary or [] if item not in SPECIAL_TOKENS][:3] or None
-    card = render_model_card(
-        eval_results, repo_id=repo_id, model_name=model_name, license=license, example_history=example
-    )
-    card.save(output_dir / "README.md")
+    if eval_results.get("task") in HEAD_CLASSES:  # a click or forecasting head: its own card, from its own results
+        from .head_training import head_model_card
+
+        card_text = head_model_card(eval_results, HEAD_CLASSES[eval_results["task"]]).replace("'PATH'", f"'{repo_id}'")
+        (output_dir / "README.md").write_text(card_text, encoding="utf-8")
+    else:
+        card = render_model_card(
+            eval_results, repo_id=repo_id, model_name=model_name, license=license, example_history=example
+        )
+        card.save(output_dir / "README.md")
     files = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
     return UploadFolder(path=output_dir, files=files, kind=kind, fixes=fixes)
 

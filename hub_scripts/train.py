@@ -62,6 +62,7 @@ from transformers import HfArgumentParser, get_scheduler
 from hf_interest import DEFAULT_LORA_TARGET_MODULES, InterestConfig, InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import CleaningConfig, DataCollatorForInterest, encode_sequences
 from hf_interest.data.splits import to_seconds
+from hf_interest.head_training import TASKS, train_head
 from hf_interest.metrics import format_results_table
 from hf_interest.model_card import render_model_card
 from hf_interest.text_tower import TEXT_ENCODER_ADAPTER_FOLDER
@@ -101,6 +102,27 @@ class DataArguments:
     synthetic_num_users: int = field(default=1000, metadata={"help": "Users of the synthetic dataset."})
     synthetic_num_items: int = field(default=500, metadata={"help": "Items of the synthetic dataset."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset."})
+    split: str | None = field(
+        default=None,
+        metadata={
+            "help": "'leave_one_out' (per user: last event test, previous validation) or 'by_user' (10%% of users "
+            "validation, 10%% test, evaluated on their whole sequences). Default: leave_one_out; by_user for "
+            "--task forecast."
+        },
+    )
+    click_labels: str = field(
+        default="ratings",
+        metadata={
+            "help": "--task click: 'ratings' (the next event is a click when rated at least click_threshold) or "
+            "'sampled' (the next item is a click, sampled items are not; for logs without ratings)."
+        },
+    )
+    click_threshold: float = field(default=4.0, metadata={"help": "--task click: rating that counts as a click."})
+    click_negatives: int = field(default=1, metadata={"help": "--task click --click_labels sampled: negatives."})
+    primary_category_only: bool = field(
+        default=False,
+        metadata={"help": "--task forecast: an item's first category only (default: its weight split over all)."},
+    )
     exclude_items_file: str | None = field(
         default=None,
         metadata={
@@ -143,6 +165,20 @@ class ModelArguments:
             "learns to score items by text alone, as items added later (cold start) are (0: off)."
         },
     )
+    long_term_interest: bool = field(
+        default=False,
+        metadata={"help": "Add the long-term interest (attention pooling over the whole history) to the state."},
+    )
+    short_term_interest: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the short-term interest (the last short_term_window items); with long_term_interest too, a "
+            "learned gate per user and step mixes the two."
+        },
+    )
+    short_term_window: int = field(default=5, metadata={"help": "Events the short-term interest reads."})
+    forecast_horizon: int = field(default=5, metadata={"help": "--task forecast: the next k events forecast."})
+    click_hidden_size: int = field(default=64, metadata={"help": "--task click: hidden size of the click MLP."})
     text_encoder: str | None = field(
         default=None,
         metadata={
@@ -154,6 +190,15 @@ class ModelArguments:
 
 @dataclass
 class TrainArguments:
+    task: str = field(
+        default="next-item",
+        metadata={
+            "help": "'next-item' (InterestForNextItemPrediction, ranking metrics), 'click' (InterestForClickPrediction, "
+            "AUC / log loss beside logistic regression on popularity) or 'forecast' (InterestForInterestForecasting: "
+            "the category mix of the next forecast_horizon events, beside the recent category mix). The heads train "
+            "from scratch, without --resume_from_checkpoint, --init_from or LoRA."
+        },
+    )
     output_dir: str = field(default="runs/interest", metadata={"help": "Run folder: model, results, checkpoints."})
     num_train_epochs: int = field(
         default=200, metadata={"help": "Upper bound on epochs (early stopping ends sooner)."}
@@ -247,8 +292,8 @@ class TrainArguments:
     )
 
 
-def load_data(data_args: DataArguments):
-    """Loads the named dataset or log as per-user sequences with a leave-one-out split (see hf_interest.data)."""
+def load_data(data_args: DataArguments, task: str = "next-item"):
+    """Loads the named dataset or log as per-user sequences with the split `--split` names (see hf_interest.data)."""
     columns = {"user": data_args.user_column, "item": data_args.item_column, "timestamp": data_args.timestamp_column}
     cleaning = CleaningConfig(
         min_rating=data_args.min_rating, min_user_events=data_args.k_core, min_item_events=data_args.k_core
@@ -264,6 +309,7 @@ def load_data(data_args: DataArguments):
         columns={k: v for k, v in columns.items() if v},
         cleaning=cleaning,
         synthetic=synthetic,
+        split=data_args.split or ("by_user" if task == "forecast" else "leave_one_out"),
     )
     if data_args.exclude_items_file:
         path = Path(data_args.exclude_items_file)
@@ -697,8 +743,31 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def check_task_arguments(data_args: DataArguments, train_args: TrainArguments) -> None:
+    if train_args.task not in TASKS:
+        raise ValueError(f"--task must be one of {TASKS}, got {train_args.task!r}.")
+    if train_args.task == "next-item":
+        return
+    unsupported = {
+        "--resume_from_checkpoint": train_args.resume_from_checkpoint,
+        "--init_from": train_args.init_from,
+        "--targets_from": train_args.targets_from,
+        "--lora_r": train_args.lora_r,
+        "--text_encoder_lora_r": train_args.text_encoder_lora_r,
+        "--exclude_items_file": data_args.exclude_items_file,
+    }
+    given = [name for name, value in unsupported.items() if value]
+    if given:
+        raise ValueError(
+            f"--task {train_args.task} trains a head from scratch; {', '.join(given)} apply to next-item."
+        )
+    if train_args.task == "click" and data_args.click_labels not in ("ratings", "sampled"):
+        raise ValueError(f"--click_labels must be 'ratings' or 'sampled', got {data_args.click_labels!r}.")
+
+
 def training_function(data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments) -> dict:
-    check_update_arguments(train_args)  # before any data is read: a typo should not cost a data load
+    check_task_arguments(data_args, train_args)  # before any data is read: a typo should not cost a data load
+    check_update_arguments(train_args)
     output_dir = Path(train_args.output_dir)
     log_with = None
     if train_args.report_to == "auto":
@@ -720,8 +789,22 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     started = time.perf_counter()
 
     with accelerator.main_process_first():
-        data = load_data(data_args)
+        data = load_data(data_args, train_args.task)
     accelerator.print(str(data.report))
+    if train_args.task != "next-item":
+        tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
+        encoded, _ = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
+        return train_head(
+            train_args.task,
+            data,
+            tokenizer,
+            encoded,
+            data_args,
+            model_args,
+            train_args,
+            accelerator,
+            accelerator.print,
+        )
     if train_args.init_from:
         model, tokenizer = load_init_model(train_args.init_from, data_args.max_length)
         accelerator.print(

@@ -15,6 +15,7 @@ Modules: `readers` (formats), `columns` (column mappings), `cleaning` (cleaning,
 """
 
 from .cleaning import CleaningConfig, CleaningStep, DataReport
+from .click import DataCollatorForClick
 from .collator import DataCollatorForInterest
 from .columns import ColumnMapping, ItemColumns
 from .loading import BehaviorData, load_behaviors
@@ -35,6 +36,7 @@ __all__ = [
     "CleaningConfig",
     "CleaningStep",
     "ColumnMapping",
+    "DataCollatorForClick",
     "DataCollatorForInterest",
     "DataReport",
     "ItemColumns",

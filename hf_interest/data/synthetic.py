@@ -18,7 +18,8 @@ after this event. Marginalising the switch (whose fresh `A` has the uniform dist
 `(1 - s) * ((1 - w') A + w' B) + s / K` with `w' = min(w + drift_rate, 1)`. No model that sees only the history can
 beat it in expectation, so it is the ceiling to compare a category forecast (or an item model, through categories)
 against. `next_category_probs` is aligned with the rows of `events`; `target_category_probs(split)` looks it up
-for the targets of a split built from these events.
+for the targets of a split built from these events. `next_k_category_probs(k)` is the same ceiling for the category
+mix of the next `k` events (an interest forecast), computed from the stored latent state (`latent`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class SyntheticConfig:
         start_time: Earliest first event (unix seconds).
         start_spread_seconds: Users start uniformly within this window after `start_time`.
         seed: Random seed; the same seed gives the same data, bit for bit.
-        ground_truth: Compute `next_category_probs` (turn off for very large benchmarks: it is `events x K` floats).
+        ground_truth: Compute `next_category_probs` and keep the latent state (`latent`, for
+            `next_k_category_probs`); turn off for very large benchmarks: it is `events x K` floats and more.
     """
 
     num_users: int = 1000
@@ -114,6 +116,45 @@ class SyntheticConfig:
 
 
 @dataclass
+class SyntheticLatentState:
+    """The hidden state of every event: the regime `(A, B)` and the drift weight `w` the event was drawn with.
+
+    Regimes are stored once each, not once per event: a user starts in one regime and gets a new one at every
+    switch, so there are `num_users + number of switches` regimes (switches counted over all `max_events` steps of
+    the vectorised loop, including steps after a user's last event). Memory is `2 * num_regimes * K * 4` bytes for
+    the regime tables plus 8 bytes per event (`regime` int32 and `drift_weight` float32), against
+    `num_events * K * 4` bytes for `next_category_probs` itself; `event_a` / `event_b` give per-event rows on demand.
+
+    Args:
+        regime_a: `(num_regimes, K)` float32, the distribution `A` of each regime.
+        regime_b: `(num_regimes, K)` float32, the distribution `B` of each regime.
+        regime: `(num_events,)` int32, aligned with `events`: the regime of each event.
+        drift_weight: `(num_events,)` float32, aligned with `events`: the `w` of each event, so that the event's
+            category was drawn from `theta = (1 - w) A + w B` (after this step's drift increment and switch).
+    """
+
+    regime_a: np.ndarray
+    regime_b: np.ndarray
+    regime: np.ndarray
+    drift_weight: np.ndarray
+
+    @property
+    def event_a(self) -> np.ndarray:
+        """`(num_events, K)` float32: `A` of each event's regime (a gathered copy)."""
+        return self.regime_a[self.regime]
+
+    @property
+    def event_b(self) -> np.ndarray:
+        """`(num_events, K)` float32: `B` of each event's regime (a gathered copy)."""
+        return self.regime_b[self.regime]
+
+    def theta(self) -> np.ndarray:
+        """`(num_events, K)` float32: the category law each event was drawn from, `(1 - w) A + w B`."""
+        w = self.drift_weight.astype(np.float64)[:, None]
+        return ((1.0 - w) * self.event_a + w * self.event_b).astype(np.float32)
+
+
+@dataclass
 class SyntheticInterestData:
     """What `generate_synthetic_interests` returns.
 
@@ -127,6 +168,10 @@ class SyntheticInterestData:
             category of the user's next event (see the module docstring); `None` if `config.ground_truth` is off.
         user_offsets: Start of each user's events in user-major order (`num_users + 1` values).
         user_major: Row of `events` of each event in user-major order (user, then step).
+        primary_category_index: `(num_items,)` int64: the primary category index of each raw item id (`item_id`
+            `i` is row `i`), e.g. for one-hot item -> category weights `np.eye(K)[primary_category_index]`
+            (reindex by the vocabulary for model inputs: `ItemTokenizer` indices are not raw ids).
+        latent: The latent state of every event (`SyntheticLatentState`); `None` if `config.ground_truth` is off.
     """
 
     config: SyntheticConfig
@@ -136,6 +181,8 @@ class SyntheticInterestData:
     next_category_probs: np.ndarray | None
     user_offsets: np.ndarray
     user_major: np.ndarray
+    primary_category_index: np.ndarray | None = None
+    latent: SyntheticLatentState | None = None
 
     def to_behavior_data(self, split="leave_one_out", cleaning: CleaningConfig | None = None):
         """Run the events through `load_behaviors` (the same path as real data).
@@ -182,6 +229,57 @@ class SyntheticInterestData:
             raise ValueError("Every row needs at least one history event to have a ground-truth prediction.")
         rows = self.user_major[self.user_offsets[users] + history - 1]
         return self.next_category_probs[rows]
+
+    def next_k_category_probs(self, k: int) -> np.ndarray:
+        """Expected category mix of the user's next `k` events given the latent state after each event.
+
+        With `s = switch_probability`, `rho = drift_rate` and `theta(w) = (1 - w) A + w B`, the value for an event
+        with state `(A, B, w)` is
+
+            (1 / k) * sum_{j=1..k} [ (1 - s)^j theta(w_j) + (1 - (1 - s)^j) / K ],   w_j = min(w + j * rho, 1).
+
+        Derivation, from `generate_synthetic_interests`: at every step after the first, the generator draws the
+        switch, then sets `w = min(w + rho, 1)`, then on a switch replaces `A, B` by fresh Dirichlet draws and sets
+        `w = 0`; only then does it draw the event's category from `theta(w)`. So the `w` stored for an event (in
+        `latent.drift_weight`) already includes its own step's increment or reset. For event `t + j`:
+        - no switch at any of the steps `t+1 .. t+j` (probability `(1 - s)^j`, the switch draws being independent):
+          the regime is unchanged and `w` has grown `j` times, `min(min(w + rho, 1) + rho, 1) = min(w + 2 rho, 1)`
+          and so on, giving `theta(w_j)`;
+        - otherwise the regime at `t + j` comes from the last switch: its `A', B'` are fresh symmetric-Dirichlet draws
+          independent of everything else, and its weight `w''` depends only on when that switch happened, so
+          `E[(1 - w'') A' + w'' B'] = 1 / K` (uniform) whatever `w''` is.
+        The category of event `t + j` is drawn from that step's `theta`, so its law given the state after event `t`
+        is the bracket above; averaging the one-hot categories of the `k` events gives the formula (sequence lengths
+        are drawn independently of the regimes, so conditioning on the user having `k` more events changes nothing).
+        For `k = 1` it is `next_category_probs`. Since cross-entropy is linear in the target, this expectation
+        minimises the expected cross-entropy (and KL) against the empirical next-`k` mix: the ceiling for a
+        forecast. Values are also defined for events with fewer than `k` later events (the continuation the user
+        would have had); exclude those positions when scoring against observed events.
+
+        Args:
+            k: The forecast horizon (number of next events), at least 1.
+
+        Returns:
+            `(num_events, K)` float32, aligned with `events`; rows sum to 1.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"next_k_category_probs needs a positive integer horizon k, got {k!r}.")
+        if self.latent is None:
+            raise ValueError("This synthetic data was generated with ground_truth=False: no latent state is stored.")
+        s, rho, K = self.config.switch_probability, self.config.drift_rate, self.config.num_categories
+        w = self.latent.drift_weight.astype(np.float64)
+        weight_a = np.zeros_like(w)  # (1/k) sum_j (1-s)^j (1 - w_j), accumulated over j to keep memory O(events)
+        weight_b = np.zeros_like(w)  # (1/k) sum_j (1-s)^j w_j
+        uniform = 0.0  # (1/k) sum_j (1 - (1-s)^j) / K
+        for j in range(1, int(k) + 1):
+            stay = (1.0 - s) ** j
+            w_j = np.minimum(w + j * rho, 1.0)
+            weight_a += stay * (1.0 - w_j)
+            weight_b += stay * w_j
+            uniform += (1.0 - stay) / K
+        probs = weight_a[:, None] * self.latent.event_a + weight_b[:, None] * self.latent.event_b
+        probs += uniform
+        return (probs / k).astype(np.float32)
 
 
 def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
@@ -237,8 +335,14 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
     weight_w = np.zeros(n_users)
     clock = config.start_time + rng.integers(0, config.start_spread_seconds + 1, n_users)
     s, rho = config.switch_probability, config.drift_rate
+    # Latent-state bookkeeping (ground truth only; it draws nothing, so the random stream is the same either way):
+    # every regime once, and the current regime id of each user.
+    regimes_a = [regime_a.astype(np.float32)] if config.ground_truth else []
+    regimes_b = [regime_b.astype(np.float32)] if config.ground_truth else []
+    regime_id = np.arange(n_users, dtype=np.int64)
+    num_regimes = n_users
 
-    out_user, out_step, out_time, out_item, out_truth = [], [], [], [], []
+    out_user, out_step, out_time, out_item, out_truth, out_regime, out_w = [], [], [], [], [], [], []
     for step in range(config.max_events):  # loop over time steps; each step is vectorised over users
         if step > 0:
             switch = rng.random(n_users) < s
@@ -248,6 +352,11 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
                 regime_a[switch] = rng.dirichlet(alpha, n_switch)
                 regime_b[switch] = rng.dirichlet(alpha, n_switch)
                 weight_w[switch] = 0.0
+                if config.ground_truth:
+                    regimes_a.append(regime_a[switch].astype(np.float32))
+                    regimes_b.append(regime_b[switch].astype(np.float32))
+                    regime_id[switch] = num_regimes + np.arange(n_switch)
+                    num_regimes += n_switch
             clock = clock + 1 + np.floor(rng.exponential(config.mean_gap_seconds, n_users)).astype(np.int64)
         theta = (1.0 - weight_w)[:, None] * regime_a + weight_w[:, None] * regime_b
         categories = _categorical(rng, theta)
@@ -261,6 +370,8 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
             w_next = np.minimum(weight_w[active] + rho, 1.0)[:, None]
             drifted = (1.0 - w_next) * regime_a[active] + w_next * regime_b[active]
             out_truth.append(((1.0 - s) * drifted + s / K).astype(np.float32))
+            out_regime.append(regime_id[active])
+            out_w.append(weight_w[active].astype(np.float32))
 
     user = np.concatenate(out_user)
     step = np.concatenate(out_step)
@@ -269,6 +380,14 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
     order = np.lexsort((step, user, time))  # global time order, ties by user then step
     user, step, time, item = user[order], step[order], time[order], item[order]
     truth = np.concatenate(out_truth)[order] if config.ground_truth else None
+    latent = None
+    if config.ground_truth:
+        latent = SyntheticLatentState(
+            regime_a=np.concatenate(regimes_a),
+            regime_b=np.concatenate(regimes_b),
+            regime=np.concatenate(out_regime)[order].astype(np.int32 if num_regimes < 2**31 else np.int64),
+            drift_weight=np.concatenate(out_w)[order],
+        )
     user_major = np.lexsort((step, user))
     user_offsets = np.concatenate(([0], np.cumsum(np.bincount(user, minlength=n_users))))
 
@@ -320,4 +439,6 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
         next_category_probs=truth,
         user_offsets=user_offsets,
         user_major=user_major,
+        primary_category_index=primary.astype(np.int64),
+        latent=latent,
     )

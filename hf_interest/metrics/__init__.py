@@ -12,6 +12,8 @@
 from pathlib import Path
 
 from .click import click_metrics, group_auc, log_loss, roc_auc
+from .click_baseline import PopularityClickBaseline
+from .forecast import decayed_category_mix, forecast_metrics, next_k_category_mix, recent_category_mix
 from .popularity import PopularityRecommender
 from .ranking import (
     DEFAULT_KS,
@@ -35,15 +37,20 @@ __all__ = [
     "DEFAULT_KS",
     "RANKING_METRIC_PATH",
     "RANK_DEFINITION",
+    "PopularityClickBaseline",
     "PopularityRecommender",
     "RankingAccumulator",
     "click_metrics",
+    "forecast_metrics",
     "format_protocol",
     "format_results_table",
     "group_auc",
     "log_loss",
+    "decayed_category_mix",
+    "next_k_category_mix",
     "ranking_metrics_from_ranks",
     "ranking_protocol",
     "ranks_from_scores",
+    "recent_category_mix",
     "roc_auc",
 ]
