@@ -36,7 +36,7 @@ from .heads import (
     whole_sequences,
 )
 from .metrics import PopularityClickBaseline
-from .training import LengthGroupedSampler, window_starts
+from .training import LengthGroupedSampler, optimizer_step, window_starts
 
 TASKS = ("next-item", "click", "forecast")
 BEST_METRIC = {"click": ("auc", True), "forecast": ("cross_entropy", False)}  # (name, higher is better)
@@ -257,15 +257,7 @@ def train_head(task: str, data, tokenizer, encoded, data_args, model_args, train
             batch.pop("time_gaps", None)
             if not has_time:
                 batch.pop("timestamps", None)
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            total += loss.detach()
+            total += optimizer_step(accelerator, model, batch, optimizer, scheduler, train_args.max_grad_norm)
             batches += 1
         train_loss = accelerator.gather(total).mean().item() / max(batches, 1)
         seconds = time.perf_counter() - epoch_start

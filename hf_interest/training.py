@@ -98,6 +98,25 @@ def window_starts(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     return rows, starts, stops
 
 
+def optimizer_step(accelerator, module, batch: Mapping, optimizer, scheduler, max_grad_norm: float, **forward_kwargs):
+    """
+    One training step under `accelerator.accumulate`: forward (the batch plus `forward_kwargs`), backward, gradient
+    clipping at `max_grad_norm` (0: off) when gradients are synchronised, then the optimizer and scheduler steps.
+
+    Returns:
+        the detached loss.
+    """
+    with accelerator.accumulate(module):
+        loss = module(**batch, **forward_kwargs).loss
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    return loss.detach()
+
+
 class LengthGroupedSampler(torch.utils.data.Sampler):
     """
     A shuffled order in which each run of `batch_size` indices has similar lengths, so batches carry little padding

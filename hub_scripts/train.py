@@ -73,6 +73,7 @@ from hf_interest.training import (
     evaluate_next_item,
     filter_eval_targets,
     load_named_dataset,
+    optimizer_step,
     popularity_baseline,
     window_starts,
 )
@@ -960,15 +961,9 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         for batch in progress:
             if not stats["has_timestamps"]:
                 batch.pop("timestamps", None)  # all zeros: let the model see "gap unknown" instead of "gap 0"
-            with accelerator.accumulate(trained_module):
-                loss = trained_module(**batch, logits_to_keep=1).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trained_module.parameters(), train_args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            total_loss += loss.detach()
+            total_loss += optimizer_step(
+                accelerator, trained_module, batch, optimizer, scheduler, train_args.max_grad_norm, logits_to_keep=1
+            )
             num_batches += 1
             if num_batches == 2:
                 _fault_point("train_step", epoch + 1)

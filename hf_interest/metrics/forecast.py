@@ -175,6 +175,17 @@ def forecast_metrics(pred_probs, target_probs, eps: float = 1e-12, atol: float =
     }
 
 
+def _events_and_prior(item_rows, category_weights, prior, pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The checked inputs of a baseline: each event's category weights `(B, T, K)` (zero at padding), the mask of
+    real events `(B, T)` and the prior `(K,)`."""
+    weights = _check_category_weights(category_weights)
+    prior = _check_probability_rows(_to_numpy(prior, "prior").reshape(1, -1), "prior", ROW_SUM_TOLERANCE)[0]
+    if prior.shape[0] != weights.shape[1]:
+        raise ValueError(f"prior must have K = {weights.shape[1]} entries (one per category), got {prior.shape[0]}.")
+    rows, real = _check_item_rows(item_rows, weights.shape[0], pad)
+    return weights[np.where(real, rows, 0)] * real[..., None], real, prior
+
+
 def recent_category_mix(
     item_rows, category_weights, window: int, smoothing: float, prior, pad: int = -100
 ) -> np.ndarray:
@@ -200,12 +211,7 @@ def recent_category_mix(
     window = _check_positive_int(window, "window")
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing!r}.")
-    weights = _check_category_weights(category_weights)
-    prior = _check_probability_rows(_to_numpy(prior, "prior").reshape(1, -1), "prior", ROW_SUM_TOLERANCE)[0]
-    if prior.shape[0] != weights.shape[1]:
-        raise ValueError(f"prior must have K = {weights.shape[1]} entries (one per category), got {prior.shape[0]}.")
-    rows, real = _check_item_rows(item_rows, weights.shape[0], pad)
-    per_event = weights[np.where(real, rows, 0)] * real[..., None]  # (B, T, K)
+    per_event, real, prior = _events_and_prior(item_rows, category_weights, prior, pad)
     sums = _window_sums(per_event, -(window - 1), 0)
     counts = _window_sums(real.astype(np.float64), -(window - 1), 0)[..., None]  # (B, T, 1)
     mix = np.where(counts > 0, sums / np.maximum(counts, 1.0), prior)
@@ -227,12 +233,7 @@ def decayed_category_mix(item_rows, category_weights, decay: float, concentratio
         raise ValueError(f"decay must be in [0, 1], got {decay!r}.")
     if not concentration > 0:
         raise ValueError(f"concentration must be positive, got {concentration!r}.")
-    weights = _check_category_weights(category_weights)
-    prior = _check_probability_rows(_to_numpy(prior, "prior").reshape(1, -1), "prior", ROW_SUM_TOLERANCE)[0]
-    if prior.shape[0] != weights.shape[1]:
-        raise ValueError(f"prior must have K = {weights.shape[1]} entries (one per category), got {prior.shape[0]}.")
-    rows, real = _check_item_rows(item_rows, weights.shape[0], pad)
-    per_event = weights[np.where(real, rows, 0)] * real[..., None]  # (B, T, K)
+    per_event, real, prior = _events_and_prior(item_rows, category_weights, prior, pad)
     counts = np.zeros((per_event.shape[0], per_event.shape[2]))  # (B, K)
     out = np.empty_like(per_event)
     for t in range(per_event.shape[1]):  # a loop over time steps, vectorised over rows and categories
