@@ -226,7 +226,9 @@ class LongShortTermInterest(nn.Module):
     - with both, the gate g_t = sigmoid(w . [h_t, l_t, s_t] + b) mixes them: `h_t + g_t l_t + (1 - g_t) s_t`.
 
     Both read the item representations (the model's input before positions and time gaps), so they see the items
-    themselves, not the transformer's mixture of them, and both use `scaled_dot_product_attention`.
+    themselves, not the transformer's mixture of them. Neither builds a (T, T) attention matrix: the long-term part
+    is a ratio of cumulative sums (its query does not depend on t), the short-term part attends over a window of
+    `short_term_window` positions, so both cost O(T) per sequence.
     """
 
     def __init__(self, config: InterestConfig):
@@ -246,12 +248,40 @@ class LongShortTermInterest(nn.Module):
             nn.Linear(3 * hidden, 1) if config.long_term_interest and config.short_term_interest else None
         )
 
-    def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor):
-        batch_size, seq_len, hidden = key.shape
-        heads = (batch_size, -1, self.num_heads, hidden // self.num_heads)
-        query, key, value = (x.reshape(heads).transpose(1, 2) for x in (query, key, value))
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)  # (B, nh, T, hd)
-        return context.transpose(1, 2).reshape(batch_size, seq_len, hidden)
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(*x.shape[:2], self.num_heads, -1)  # (B, T, nh, hd)
+
+    def _long_term(self, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """
+        l_t for every t in O(T): the query is the same at every step, so the weight of item j, exp(q . k_j), does not
+        depend on t, and l_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j is a ratio of two cumulative sums (no (T, T)
+        attention matrix). Scores are shifted by their maximum over the row first, as a softmax does.
+        """
+        key, value = self._heads(self.long_term_key(items)), self._heads(self.long_term_value(items))
+        query = self.long_term_query.to(items.dtype).reshape(self.num_heads, -1)  # (nh, hd)
+        scores = torch.einsum("bthd,hd->bth", key, query) / math.sqrt(query.shape[-1])  # (B, T, nh)
+        scores = scores.float().masked_fill(~real[..., None], float("-inf"))
+        shift = scores.amax(dim=1, keepdim=True).clamp(min=-1e4)  # finite even for an all-padding row
+        weights = torch.exp(scores - shift)  # (B, T, nh), zero at padding
+        summed = torch.cumsum(weights[..., None] * value.float(), dim=1)  # (B, T, nh, hd)
+        total = torch.cumsum(weights, dim=1)[..., None]
+        long_term = torch.where(total > 0, summed / total.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
+        return long_term.to(items.dtype).flatten(2)  # (B, T, H)
+
+    def _short_term(self, causal_states: torch.Tensor, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """s_t: h_t attends over the items at t - window + 1 .. t (real ones, and t itself), in O(T * window)."""
+        query = self._heads(self.short_term_query(causal_states))  # (B, T, nh, hd)
+        key, value = self._heads(self.short_term_key(items)), self._heads(self.short_term_value(items))
+        width = self.window - 1
+        # windows[b, t, ..., i] is position t - width + i (left-padded with zeros, which the mask leaves out)
+        key = F.pad(key, (0, 0, 0, 0, width, 0)).unfold(1, self.window, 1)  # (B, T, nh, hd, window)
+        value = F.pad(value, (0, 0, 0, 0, width, 0)).unfold(1, self.window, 1)
+        allowed = F.pad(real, (width, 0), value=False).unfold(1, self.window, 1).clone()  # (B, T, window)
+        allowed[..., -1] = True  # the item at t itself: no row is empty
+        scores = torch.einsum("bthd,bthdw->bthw", query, key) / math.sqrt(query.shape[-1])  # (B, T, nh, window)
+        scores = scores.masked_fill(~allowed[:, :, None, :], float("-inf"))
+        short_term = torch.einsum("bthw,bthdw->bthd", scores.softmax(dim=-1), value)
+        return short_term.flatten(2)  # (B, T, H)
 
     def forward(
         self, causal_states: torch.Tensor, items: torch.Tensor, attention_mask: torch.Tensor | None
@@ -266,26 +296,16 @@ class LongShortTermInterest(nn.Module):
             `(combined, long_term, short_term, gate)`: `combined` is `h_t` plus the parts; each part is None when off.
         """
         batch_size, seq_len, _ = items.shape
-        device = items.device
-        steps = torch.arange(seq_len, device=device)
-        causal = steps[None, :] <= steps[:, None]  # (T, T): key j at or before query t
-        diagonal = torch.eye(seq_len, dtype=torch.bool, device=device)
         if attention_mask is not None:
-            key_is_real = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+            real = attention_mask.bool()
         else:
-            key_is_real = torch.ones(batch_size, 1, 1, seq_len, dtype=torch.bool, device=device)
+            real = torch.ones(batch_size, seq_len, dtype=torch.bool, device=items.device)
         long_term = short_term = gate = None
         combined = causal_states
         if hasattr(self, "long_term_query"):
-            query = self.long_term_query.to(items.dtype).expand(batch_size, seq_len, -1)
-            mask = causal & (key_is_real | diagonal)  # every row keeps one finite key, so no NaN on padding
-            long_term = self._attend(query, self.long_term_key(items), self.long_term_value(items), mask)
+            long_term = self._long_term(items, real)
         if hasattr(self, "short_term_query"):
-            recent = causal & (steps[None, :] > steps[:, None] - self.window)  # the last `window` positions
-            mask = recent & (key_is_real | diagonal)
-            short_term = self._attend(
-                self.short_term_query(causal_states), self.short_term_key(items), self.short_term_value(items), mask
-            )
+            short_term = self._short_term(causal_states, items, real)
         if self.interest_gate is not None:
             gate = torch.sigmoid(self.interest_gate(torch.cat([causal_states, long_term, short_term], dim=-1)))
             combined = combined + gate * long_term + (1.0 - gate) * short_term
