@@ -99,19 +99,20 @@ class InterestConfig(PretrainedConfig):
             for the bundled all-MiniLM-L6-v2), recorded so that new items (`add_items`) are encoded with the same
             one: `hf_interest.text_encoding.encode_texts(texts, encoder=config.text_encoder)`. Informational: the
             model never loads it. Only allowed when `item_representation` uses text.
-        long_term_interest (`bool`, defaults to `False`):
+        long_term_interest (`bool`, defaults to `True`):
             Add a long-term interest l_t: attention pooling, with one learned query, over the representations of all
             items up to step t, without positions, so it is an order-free profile of the whole history. See
             `short_term_interest` for how the parts are combined.
-        short_term_interest (`bool`, defaults to `False`):
+        short_term_interest (`bool`, defaults to `True`):
             Add a short-term interest s_t: attention, queried by the causal state h_t, over the last
             `short_term_window` items only (what the user just did). The interest state is then
             `LayerNorm(h_t + g_t * l_t + (1 - g_t) * s_t)` with both parts, where the gate
             `g_t = sigmoid(w . [h_t, l_t, s_t] + b)` is learned per user and step; `LayerNorm(h_t + l_t)` or
             `LayerNorm(h_t + s_t)` with one; `LayerNorm(h_t)` with neither (the plain causal transformer). The model
-            outputs expose `long_term_interest`, `short_term_interest` and `interest_gate`. Off by default: the
-            MovieLens-100K ablation that would justify turning them on has not been completed (README, "Long- and
-            short-term interests").
+            outputs expose `long_term_interest`, `short_term_interest` and `interest_gate`. Both are on by default:
+            in the MovieLens-100K ablation (README, "Long- and short-term interests") the gated pair beat the plain
+            transformer on each of 3 seeds. A `config.json` saved before these fields existed loads with both off, as
+            it was trained.
         short_term_window (`int`, defaults to 5):
             Number of most recent events (the current one included) the short-term interest reads.
         num_categories (`int`, *optional*):
@@ -156,8 +157,8 @@ class InterestConfig(PretrainedConfig):
         item_id_dropout: float = 0.0,
         text_embedding_size: int | None = None,
         text_encoder: str | None = None,
-        long_term_interest: bool = False,
-        short_term_interest: bool = False,
+        long_term_interest: bool = True,
+        short_term_interest: bool = True,
         short_term_window: int = 5,
         num_categories: int | None = None,
         category_names: list[str] | None = None,
@@ -202,6 +203,17 @@ class InterestConfig(PretrainedConfig):
         self.pad_token_id = pad_token_id
         self._validate_interest_fields()
         super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """
+        As `PretrainedConfig.from_dict`; a config saved before the long- and short-term interests existed (no such
+        keys) loads with them off, so an older checkpoint keeps the architecture it was trained with.
+        """
+        config_dict = dict(config_dict)
+        for key in ("long_term_interest", "short_term_interest"):
+            config_dict.setdefault(key, False)
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def uses_text(self) -> bool:

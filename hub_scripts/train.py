@@ -167,11 +167,14 @@ class ModelArguments:
         },
     )
     long_term_interest: bool = field(
-        default=False,
-        metadata={"help": "Add the long-term interest (attention pooling over the whole history) to the state."},
+        default=True,
+        metadata={
+            "help": "Add the long-term interest (attention pooling over the whole history) to the state "
+            "(--long_term_interest false for the plain causal transformer)."
+        },
     )
     short_term_interest: bool = field(
-        default=False,
+        default=True,
         metadata={
             "help": "Add the short-term interest (the last short_term_window items); with long_term_interest too, a "
             "learned gate per user and step mixes the two."

@@ -174,8 +174,7 @@ def test_forecasting_and_click_heads_pass_the_interest_fields_on():
 
 
 def test_neither_configuration_is_the_plain_model():
-    config = tiny_config()
-    assert config.long_term_interest is False and config.short_term_interest is False  # off by default
+    config = tiny_config(long_term_interest=False, short_term_interest=False)
     model = InterestModel(config)
     assert model.long_short_term is None
     # The parameter names of the backbone before the long/short-term parts existed: old checkpoints still load.
@@ -836,3 +835,19 @@ def test_interest_vectors_long_term_pooling_is_the_long_term_part_after_the_last
         torch.testing.assert_close(torch.from_numpy(vectors[row]), expected.detach(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="long_term_interest=True"):
         interest_vectors(build(InterestForNextItemPrediction, False, True), tokenizer, histories, pooling="long_term")
+
+
+def test_a_config_saved_before_the_interest_parts_existed_loads_without_them(tmp_path):
+    import json
+
+    model = InterestForNextItemPrediction(tiny_config(long_term_interest=False, short_term_interest=False)).eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for key in ("long_term_interest", "short_term_interest"):
+        del saved[key]  # what a checkpoint from before these fields holds
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    reloaded = InterestForNextItemPrediction.from_pretrained(tmp_path).eval()
+    assert reloaded.model.long_short_term is None  # the architecture it was trained with, not the new default
+    inputs = tiny_inputs()
+    torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits)
+    assert InterestConfig().long_term_interest and InterestConfig().short_term_interest  # the default for new models
