@@ -36,23 +36,13 @@ from .heads import (
     whole_sequences,
 )
 from .metrics import PopularityClickBaseline
-from .training import LengthGroupedSampler, optimizer_step, window_starts
+from .training import LengthGroupedSampler, optimizer_step, popularity_baseline, train_windows
 
 TASKS = ("next-item", "click", "forecast")
 BEST_METRIC = {"click": ("auc", True), "forecast": ("cross_entropy", False)}  # (name, higher is better)
 
 
-def _train_windows(encoded_train, max_length: int, columns: list[str]) -> list[dict]:
-    lengths = np.asarray([len(x) for x in encoded_train["input_ids"]])
-    rows, starts, stops = window_starts(lengths, max_length + 1)
-    source = {c: encoded_train[c] for c in columns}
-    return [
-        {c: source[c][row][start:stop] for c in columns}
-        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist())
-    ]
-
-
-def _click_examples(dataset, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _click_examples(dataset) -> tuple[np.ndarray, np.ndarray]:
     """(candidate, label) of every training transition, for fitting the popularity baseline."""
     candidates, labels = [], []
     for batch in dataset:
@@ -86,7 +76,7 @@ def train_head(task: str, data, tokenizer, encoded, data_args, model_args, train
     metric, higher_is_better = BEST_METRIC[task]
     has_time = "timestamps" in encoded["train"].column_names
     columns = [c for c in ("input_ids", "timestamps", "ratings") if c in encoded["train"].column_names]
-    windows = _train_windows(encoded["train"], data_args.max_length, columns)
+    windows = train_windows(encoded["train"], data_args.max_length, columns)
     special = tokenizer.num_special_tokens
     model_fields = {
         k: getattr(model_args, k)
@@ -140,9 +130,9 @@ def train_head(task: str, data, tokenizer, encoded, data_args, model_args, train
         baseline_loader = torch.utils.data.DataLoader(
             windows, batch_size=256, collate_fn=DataCollatorForClick(mode="train", seed=train_args.seed, **common)
         )
-        candidates, labels = _click_examples(baseline_loader, len(tokenizer))
+        candidates, labels = _click_examples(baseline_loader)
         baseline = PopularityClickBaseline().fit(
-            data_item_counts(encoded["train"], len(tokenizer)), candidates, labels
+            popularity_baseline(encoded["train"], len(tokenizer), special).item_counts.numpy(), candidates, labels
         )
         config = InterestConfig(
             num_items=len(tokenizer),
@@ -320,12 +310,6 @@ def train_head(task: str, data, tokenizer, encoded, data_args, model_args, train
     return eval_results
 
 
-def data_item_counts(encoded_train, num_items: int) -> np.ndarray:
-    """Training events per vocabulary index (the popularity the click baseline reads)."""
-    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in encoded_train["input_ids"]])
-    return np.bincount(flat, minlength=num_items)
-
-
 def format_head_results(task: str, results: dict) -> str:
     """The test results of a head beside its baseline, headed by the protocol."""
     if task == "forecast":
@@ -356,4 +340,4 @@ def head_model_card(eval_results: dict, class_name: str) -> str:
     )
 
 
-__all__ = ["BEST_METRIC", "TASKS", "data_item_counts", "format_head_results", "head_model_card", "train_head"]
+__all__ = ["BEST_METRIC", "TASKS", "format_head_results", "head_model_card", "train_head"]

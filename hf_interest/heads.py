@@ -151,8 +151,6 @@ def evaluate_forecast(
     Returns:
         A [`ForecastEvaluation`].
     """
-    from .modeling_interest import next_k_category_targets
-
     config = model.config
     k = config.forecast_horizon
     baselines = dict(baselines or {"recent_mix": (k, 0.1), "decayed_mix": (0.9, 1.0)})
@@ -162,18 +160,14 @@ def evaluate_forecast(
     out = {name: [] for name in ("predictions", "targets", "rows", "event_index", *baselines)}
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start : start + batch_size]
-        batch = collator([{k_: v for k_, v in row.items() if k_ != "user_id"} for row in chunk])
+        # targets of the next k events; the baselines read the items at positions <= t (item of event t at t)
+        batch, targets, full, item_rows = _batch_targets(chunk, collator, weights, k)
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if use_timestamps and "timestamps" in chunk[0]:
             inputs["timestamps"] = batch["timestamps"]
         device = model.device
         logits = model(**{key: value.to(device) for key, value in inputs.items()}).logits.float().cpu()
-        labels = batch["labels"]
-        targets, num_events = next_k_category_targets(labels, weights, k)
-        full = (num_events == k) & (targets.sum(dim=-1) > 0)
-        # The baseline reads the items at positions <= t: the inputs (item of event t at position t).
-        item_rows = torch.where(batch["attention_mask"].bool(), batch["input_ids"], torch.full_like(labels, -100))
-        seq_len = labels.shape[1]
+        seq_len = batch["labels"].shape[1]
         lengths = batch["attention_mask"].sum(dim=1).numpy()
         whole = np.asarray([len(row["input_ids"]) for row in chunk])
         # Position p holds input event (whole - 1 - n) + (p - (T - n)) of the whole sequence, n = real inputs.
@@ -234,6 +228,7 @@ with a Dirichlet prior (decay, concentration), each tuned on validation over its
 
 
 def _batch_targets(sequences, collator, category_weights, k):
+    """Collates whole sequences and returns `(batch, next-k targets, full-window mask, item rows for baselines)`."""
     from .modeling_interest import next_k_category_targets
 
     batch = collator([{key: value for key, value in row.items() if key != "user_id"} for row in sequences])

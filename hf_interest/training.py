@@ -117,6 +117,20 @@ def optimizer_step(accelerator, module, batch: Mapping, optimizer, scheduler, ma
     return loss.detach()
 
 
+def train_windows(train_dataset, max_length: int, columns: Sequence[str]) -> list[dict]:
+    """
+    The training rows of an encoded train split: `window_starts` windows of `max_length + 1` events over every
+    sequence, each a dict of the given `columns` (`input_ids`, and `timestamps`, `ratings` when present).
+    """
+    lengths = np.asarray([len(x) for x in train_dataset["input_ids"]])
+    rows, starts, stops = window_starts(lengths, max_length + 1)
+    source = {c: train_dataset[c] for c in columns}
+    return [
+        {c: source[c][row][start:stop] for c in columns}
+        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist())
+    ]
+
+
 class LengthGroupedSampler(torch.utils.data.Sampler):
     """
     A shuffled order in which each run of `batch_size` indices has similar lengths, so batches carry little padding

@@ -75,7 +75,7 @@ from hf_interest.training import (
     load_named_dataset,
     optimizer_step,
     popularity_baseline,
-    window_starts,
+    train_windows,
 )
 
 
@@ -401,17 +401,11 @@ def get_dataloaders(data, tokenizer: ItemTokenizer, data_args: DataArguments, tr
     """
     encoded, num_unknown = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
     train = encoded["train"]
-    lengths = np.asarray([len(x) for x in train["input_ids"]])
-    rows, starts, stops = window_starts(lengths, data_args.max_length + 1)
     columns = [c for c in ("input_ids", "timestamps") if c in train.column_names]
     targets_from = None if train_args.targets_from is None else targets_from_seconds(train_args.targets_from)
     if targets_from is not None and "timestamps" not in columns:
         raise ValueError(f"--targets_from needs event times, but {data_args.dataset} has no timestamp column.")
-    source = {c: train[c] for c in columns}
-    windows = [
-        {c: source[c][row][start:stop] for c in columns}
-        for row, start, stop in zip(rows.tolist(), starts.tolist(), stops.tolist())
-    ]
+    windows = train_windows(train, data_args.max_length, columns)
     num_windows = len(windows)
     if targets_from is not None:  # a window whose newest event is older than targets_from has nothing to train on
         windows = [w for w in windows if len(w["timestamps"]) > 1 and w["timestamps"][-1] >= targets_from]
