@@ -208,7 +208,8 @@ def eval_dataloader(dataset, pad_token_id: int, max_length: int, batch_size: int
         batch_size (`int`): users per batch.
 
     Returns:
-        `torch.utils.data.DataLoader` yielding `EvalCollator` batches.
+        `torch.utils.data.DataLoader` yielding `EvalCollator` batches, longest histories first (a stable sort, so
+        rows of equal length keep their order).
     """
     from .data import DataCollatorForInterest
 
@@ -218,6 +219,10 @@ def eval_dataloader(dataset, pad_token_id: int, max_length: int, batch_size: int
         pad_token_id=pad_token_id,
     )
     rows = dataset.select_columns(columns).to_list()
+    # Longest histories first: a batch pads to its longest row, so batching similar lengths together does less work
+    # (about half on MovieLens-100K), and the largest batch comes first. The metrics are means over users, so the
+    # order does not change them.
+    rows.sort(key=lambda row: -min(len(row["input_ids"]), max_length))
     return torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=collator)
 
 
