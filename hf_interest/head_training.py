@@ -35,6 +35,7 @@ from .heads import (
     tune_forecast_baselines,
     whole_sequences,
 )
+from .hub import HEAD_AUTO_CLASSES
 from .metrics import PopularityClickBaseline
 from .training import LengthGroupedSampler, optimizer_step, popularity_baseline, train_windows
 
@@ -330,13 +331,17 @@ def format_head_results(task: str, results: dict) -> str:
 def head_model_card(eval_results: dict, class_name: str) -> str:
     """A short model card for a head checkpoint: what it predicts, how to load it, and its measured results."""
     task = eval_results["task"]
+    auto_class = HEAD_AUTO_CLASSES[class_name]
     table = format_head_results("forecast" if task == "interest-forecasting" else "click", eval_results["test"])
     return (
         f"---\nlibrary_name: transformers\ntags:\n- recommender-systems\n- hf-interest\n- {task}\n---\n\n"
         f"# {class_name} ({task})\n\nTrained with `hub_scripts/train.py --task "
         f"{'forecast' if task == 'interest-forecasting' else 'click'}` on {eval_results['dataset']['name']}.\n\n"
-        f"```python\nimport hf_interest\nfrom hf_interest import {class_name}\n\nmodel = {class_name}.from_pretrained("
-        f"'PATH')\n```\n\n## Test results\n\nSplit: {eval_results['dataset']['split']}\n\n```\n{table}\n```\n"
+        f"```python\nimport hf_interest  # registers the Auto classes; without it, pass trust_remote_code=True\n"
+        f"from transformers import {auto_class}, AutoTokenizer\n\n"
+        f"model = {auto_class}.from_pretrained('PATH')  # {class_name}\n"
+        f"tokenizer = AutoTokenizer.from_pretrained('PATH')  # the item vocabulary\n```\n\n"
+        f"## Test results\n\nSplit: {eval_results['dataset']['split']}\n\n```\n{table}\n```\n"
     )
 
 

@@ -53,6 +53,12 @@ HEAD_CLASSES = {
     "click-prediction": "InterestForClickPrediction",
     "interest-forecasting": "InterestForInterestForecasting",
 }
+# The Auto class each head loads with (registered in hf_interest/__init__.py); a head checkpoint's auto_map gets it
+# instead of AutoModelForCausalLM, which would load the backbone under an untrained next-item head.
+HEAD_AUTO_CLASSES = {
+    "InterestForClickPrediction": "AutoModelForSequenceClassification",
+    "InterestForInterestForecasting": "AutoModelForTokenClassification",
+}
 
 
 def read_json_file(path: Path):
@@ -161,9 +167,14 @@ def prepare_upload_folder(
                 f"{config.get('num_items')}: the vocabulary does not belong to these weights; nothing was published."
             )
         auto_map = dict(config.get("auto_map") or {})
-        added = [key for key in MODEL_AUTO_MAP if key not in auto_map]
+        expected = dict(MODEL_AUTO_MAP)
+        head = next((name for name in config.get("architectures") or [] if name in HEAD_AUTO_CLASSES), None)
+        if head is not None:
+            del expected["AutoModelForCausalLM"]
+            expected[HEAD_AUTO_CLASSES[head]] = f"modeling_interest.{head}"
+        added = [key for key in expected if key not in auto_map]
         if added:
-            auto_map.update({key: MODEL_AUTO_MAP[key] for key in added})
+            auto_map.update({key: expected[key] for key in added})
             config["auto_map"] = auto_map
             fixes.append(f"config.json: added auto_map entries {added}")
         (output_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

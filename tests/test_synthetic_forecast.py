@@ -187,3 +187,69 @@ def test_oracle_has_the_lowest_cross_entropy(monte_carlo):
     theta_ce = -(targets * np.log(np.maximum(data.latent.theta()[event], 1e-12))).sum(-1)
     oracle_ce = -(targets * np.log(data.next_k_category_probs(HORIZON)[event])).sum(-1)
     assert z_score(theta_ce - oracle_ce, full) > 10
+
+
+def reference_informed(data, k, seed=0, alpha=None, reset=True, sides=True):
+    """`informed_next_k_category_probs` one event at a time (optionally with a wrong prior, without the reset at a
+    switch, or pooling both sides' counts)."""
+    alpha = data.config.concentration if alpha is None else alpha
+    category = pc.index_in(data.events.column("category"), value_set=pa.array(data.category_names)).to_numpy()
+    a, b, w = data.latent.event_a, data.latent.event_b, data.latent.drift_weight.astype(np.float64)
+    rows = np.arange(len(category))
+    theta = (1 - w) * a[rows, category] + w * b[rows, category]
+    side_b = np.random.default_rng(seed).random(len(category)) * theta < w * b[rows, category]
+    mean_a, mean_b = np.zeros(a.shape), np.zeros(b.shape)
+    for user in range(data.config.num_users):
+        counts = {True: np.zeros(K), False: np.zeros(K)}
+        previous = None
+        for row in data.user_major[data.user_offsets[user] : data.user_offsets[user + 1]]:
+            if reset and data.latent.regime[row] != previous:
+                counts = {True: np.zeros(K), False: np.zeros(K)}
+            previous = data.latent.regime[row]
+            counts[bool(side_b[row]) if sides else True][category[row]] += 1
+            n_a, n_b = (counts[False], counts[True]) if sides else (counts[True], counts[True])
+            mean_a[row] = (alpha + n_a) / (K * alpha + n_a.sum())
+            mean_b[row] = (alpha + n_b) / (K * alpha + n_b.sum())
+    return data._next_k_mix(k, mean_a, mean_b)
+
+
+def test_informed_forecast_matches_a_loop_and_is_the_law_given_its_information(monte_carlo):
+    data, event, item_rows, item_weights, targets, full = monte_carlo
+    informed = data.informed_next_k_category_probs(HORIZON, seed=3)
+    assert informed.shape == (data.events.num_rows, K) and informed.dtype == np.float32
+    np.testing.assert_allclose(informed.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(informed, reference_informed(data, HORIZON, seed=3), atol=1e-6)
+    np.testing.assert_array_equal(informed, data.informed_next_k_category_probs(HORIZON, seed=3))
+    assert not np.allclose(informed, data.informed_next_k_category_probs(HORIZON, seed=4))
+
+    # Exact Bayes given the history, the regime's start and the sides: the residual has mean 0 in every category and
+    # is orthogonal to anything the observer knows (its own forecast, the current event's category); the same
+    # statistics reject a wrong prior, counts not reset at a switch, and the two sides' counts pooled.
+    current = np.eye(K)[
+        pc.index_in(data.events.column("category"), value_set=pa.array(data.category_names)).to_numpy()
+    ]
+
+    def statistics(predicted):
+        residual = targets - predicted[event]
+        per_category = [z_score(residual[..., c], full) for c in range(K)]
+        return np.array(per_category + [z_score((residual * f[event]).sum(-1), full) for f in (informed, current)])
+
+    assert (np.abs(statistics(informed)) < Z_LIMIT).all(), statistics(informed)
+    wrong = {
+        "prior alpha 1": reference_informed(data, HORIZON, seed=3, alpha=1.0),
+        "no reset at a switch": reference_informed(data, HORIZON, seed=3, reset=False),
+        "sides pooled": reference_informed(data, HORIZON, seed=3, sides=False),
+    }
+    for name, predicted in wrong.items():
+        assert np.abs(statistics(predicted)).max() > 2 * Z_LIMIT, name
+
+    # Between the oracle (which knows A and B) and a history-only forecast.
+    q = targets[full]
+    oracle = forecast_metrics(data.next_k_category_probs(HORIZON)[event][full], q)["cross_entropy"]
+    bound = forecast_metrics(informed[event][full], q)["cross_entropy"]
+    prior = item_weights[item_rows[item_rows != PAD]].mean(axis=0)
+    recent = min(
+        forecast_metrics(recent_category_mix(item_rows, item_weights, window, 0.1, prior)[full], q)["cross_entropy"]
+        for window in (5, 10, 20)
+    )
+    assert oracle < bound < recent, (oracle, bound, recent)

@@ -9,11 +9,15 @@ collator or `next_k_category_targets`.
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import transformers
 from datasets import Dataset
 from tiny import tiny_train_args
 
@@ -27,6 +31,7 @@ from hf_interest.heads import (
     tune_forecast_baselines,
     whole_sequences,
 )
+from hf_interest.hub import prepare_upload_folder
 from hf_interest.hub_scripts import train as train_script
 
 FORECAST_K = 3
@@ -152,10 +157,16 @@ def _check_click_block(block: dict, positives: int, negatives: int) -> None:
     assert block["protocol"].startswith("split=test;")
 
 
-def test_click_with_sampled_labels_on_synthetic(tmp_path):
-    folder = tmp_path / "run"
+@pytest.fixture(scope="module")
+def click_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("click") / "run"
     args = tiny_train_args(40, 16, 2, "--task", "click", "--click_labels", "sampled", "--click_negatives", "2")
     results, log = _train(*args, "--click_hidden_size", "8", "--output_dir", str(folder))
+    return {"folder": folder, "results": results, "log": log}
+
+
+def test_click_with_sampled_labels_on_synthetic(click_run):
+    folder, results, log = click_run["folder"], click_run["results"], click_run["log"]
     assert results["task"] == "click-prediction"
     assert results["dataset"]["split"].startswith("leave-one-out")
     # leave-one-out: one test row per user, its target the positive, 2 sampled negatives beside it
@@ -490,11 +501,9 @@ def test_no_full_window_says_what_to_do(synthetic):
 
 
 def test_a_forecasting_run_prepares_for_the_hub_with_its_own_card(forecast_run, tmp_path):
-    from hf_interest.hub import prepare_upload_folder
-
     upload = prepare_upload_folder(forecast_run["folder"], tmp_path / "upload", repo_id="org/forecast")
     card = (tmp_path / "upload" / "README.md").read_text()
-    assert "InterestForInterestForecasting.from_pretrained('org/forecast')" in card
+    assert "AutoModelForTokenClassification.from_pretrained('org/forecast')  # InterestForInterestForecasting" in card
     test = forecast_run["results"]["test"]
     assert f"{test['model']['cross_entropy']:.4f}" in card and f"{test['recent_mix']['cross_entropy']:.4f}" in card
     assert {"model.safetensors", "config.json", "eval_results.json", "README.md"} <= set(upload.files)
@@ -508,3 +517,51 @@ def test_evaluate_script_names_a_head_checkpoint_and_where_its_results_are(forec
     with pytest.raises(ValueError, match="InterestForInterestForecasting checkpoint.*eval_results.json"):
         evaluate_script.main([str(forecast_run["folder"])])
     assert forecast_run["results"]["arguments"]["train"]["task"] == "forecast"
+
+
+REMOTE_LOAD = """
+import json, sys
+sys.modules["hf_interest"] = None  # prove the head loads from the checkpoint's own code
+import torch
+import transformers
+model = getattr(transformers, sys.argv[2]).from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+inputs = {key: torch.tensor(value) for key, value in json.loads(sys.argv[3]).items()}
+with torch.no_grad():
+    logits = model(**inputs).logits
+print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__, "logits": logits.tolist()}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("run", "auto_class", "head"),
+    [
+        ("click_run", "AutoModelForSequenceClassification", InterestForClickPrediction),
+        ("forecast_run", "AutoModelForTokenClassification", InterestForInterestForecasting),
+    ],
+)
+def test_a_published_head_loads_with_its_auto_class_and_remote_code(run, auto_class, head, request, tmp_path):
+    upload = prepare_upload_folder(request.getfixturevalue(run)["folder"], tmp_path / "upload", repo_id="org/head")
+    auto_map = json.loads((upload.path / "config.json").read_text())["auto_map"]
+    assert auto_map[auto_class] == f"modeling_interest.{head.__name__}"
+    assert "AutoModelForCausalLM" not in auto_map  # it would load the backbone under an untrained next-item head
+    assert f"{auto_class}.from_pretrained('org/head')" in (upload.path / "README.md").read_text()
+
+    local = getattr(transformers, auto_class).from_pretrained(upload.path).eval()  # with the package: no remote code
+    assert type(local) is head
+    inputs = {"input_ids": [[3, 4, 5, 6], [0, 0, 7, 8]], "attention_mask": [[1, 1, 1, 1], [0, 0, 1, 1]]}
+    if head is InterestForClickPrediction:
+        inputs["candidate_ids"] = [[5, 9], [10, 4]]
+    with torch.no_grad():
+        expected = local(**{key: torch.tensor(value) for key, value in inputs.items()}).logits
+    remote = subprocess.run(
+        [sys.executable, "-c", REMOTE_LOAD, str(upload.path), auto_class, json.dumps(inputs)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")},
+        timeout=300,
+    )
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    out = json.loads(remote.stdout.strip().splitlines()[-1])
+    assert out["class"].endswith(head.__name__) and not out["class"].startswith("hf_interest")
+    torch.testing.assert_close(torch.tensor(out["logits"]), expected)

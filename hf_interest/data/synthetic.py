@@ -262,10 +262,17 @@ class SyntheticInterestData:
         Returns:
             `(num_events, K)` float32, aligned with `events`; rows sum to 1.
         """
+        self._check_latent("next_k_category_probs", k)
+        return self._next_k_mix(k, self.latent.event_a, self.latent.event_b)
+
+    def _check_latent(self, name: str, k) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"next_k_category_probs needs a positive integer horizon k, got {k!r}.")
+            raise ValueError(f"{name} needs a positive integer horizon k, got {k!r}.")
         if self.latent is None:
             raise ValueError("This synthetic data was generated with ground_truth=False: no latent state is stored.")
+
+    def _next_k_mix(self, k: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The next-k formula of `next_k_category_probs` with per-event `A` and `B` (or their expectations)."""
         s, rho, K = self.config.switch_probability, self.config.drift_rate, self.config.num_categories
         w = self.latent.drift_weight.astype(np.float64)
         weight_a = np.zeros_like(w)  # (1/k) sum_j (1-s)^j (1 - w_j), accumulated over j to keep memory O(events)
@@ -277,9 +284,64 @@ class SyntheticInterestData:
             weight_a += stay * (1.0 - w_j)
             weight_b += stay * w_j
             uniform += (1.0 - stay) / K
-        probs = weight_a[:, None] * self.latent.event_a + weight_b[:, None] * self.latent.event_b
+        probs = weight_a[:, None] * a + weight_b[:, None] * b
         probs += uniform
         return (probs / k).astype(np.float32)
+
+    def informed_next_k_category_probs(self, k: int, seed: int = 0) -> np.ndarray:
+        """The next-`k` category forecast of an observer who sees the history *and* part of the latent state.
+
+        `next_k_category_probs` knows the regime's `A` and `B` exactly, which no forecaster that reads the history
+        can. This observer is between the two: it knows when the user's current regime began (so its drift weight
+        `w`) and, for every event of the regime so far, whether its category was drawn from the `A` or the `B` side
+        of `theta = (1 - w) A + w B`, but not `A` and `B` themselves. Its forecast is exact Bayes: given the sides,
+        `A` and `B` have independent Dirichlet posteriors `Dir(alpha + n_A)` and `Dir(alpha + n_B)` (`n_A` counts
+        the categories drawn from `A` in the regime up to and including the event), and the next-`k` formula is
+        linear in `A` and `B`, so the forecast is that formula with their posterior means.
+
+        The sides are not drawn by the generator (it draws the category from `theta` directly); they are sampled
+        here from their law given the latent state, `P(side = B) = w B_c / theta_c`, with `seed`. That gives the
+        same joint law of latent state, sides and categories as a generator that drew the side first, and the
+        future depends on the past only through the latent state, so this observer's information contains the
+        history's: **no history-only forecast has a lower expected cross-entropy** (the Bayes forecast on less
+        information cannot beat the Bayes forecast on more). Its cross-entropy is therefore a floor for any model,
+        closer to what is reachable than `next_k_category_probs`'.
+
+        Args:
+            k: The forecast horizon (number of next events), at least 1.
+            seed: Seed of the sampled sides.
+
+        Returns:
+            `(num_events, K)` float32, aligned with `events`; rows sum to 1.
+        """
+        self._check_latent("informed_next_k_category_probs", k)
+        K, alpha = self.config.num_categories, self.config.concentration
+        category = pc.index_in(self.events.column("category"), value_set=pa.array(self.category_names))
+        category = category.to_numpy(zero_copy_only=False).astype(np.int64)  # (events,) category index
+        a, b = self.latent.event_a.astype(np.float64), self.latent.event_b.astype(np.float64)
+        w = self.latent.drift_weight.astype(np.float64)
+        rows = np.arange(len(category))
+        from_b = w * b[rows, category]
+        theta = (1.0 - w) * a[rows, category] + from_b
+        side_b = np.random.default_rng(seed).random(len(category)) * theta < from_b  # (events,)
+
+        # Counts of A-side and B-side categories per regime up to each event: cumulative sums in user-major order
+        # (a regime is a contiguous run of one user's events), minus the sums before the regime's first event.
+        order = self.user_major
+        regime = self.latent.regime[order]
+        one_hot = np.zeros((len(order), K))
+        one_hot[np.arange(len(order)), category[order]] = 1.0
+        starts = np.flatnonzero(np.concatenate(([True], regime[1:] != regime[:-1])))
+        run_start = starts[np.searchsorted(starts, np.arange(len(order)), side="right") - 1]
+        posterior = {}
+        for name, mask in (("a", ~side_b[order]), ("b", side_b[order])):
+            counts = np.cumsum(one_hot * mask[:, None], axis=0)
+            before = np.where((run_start > 0)[:, None], counts[np.maximum(run_start - 1, 0)], 0.0)
+            counts = counts - before
+            mean = (alpha + counts) / (K * alpha + counts.sum(axis=1, keepdims=True))
+            posterior[name] = np.empty_like(mean)
+            posterior[name][order] = mean  # back to the row order of `events`
+        return self._next_k_mix(k, posterior["a"], posterior["b"])
 
 
 def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
