@@ -969,7 +969,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             if seen_from is not None:
                 excluded = self._seen_before(*seen_from) | excluded  # (M, N)
                 excluded[torch.arange(targets.numel(), device=logits.device), targets] = False
-            losses = F.cross_entropy(logits.masked_fill(excluded, float("-inf")), targets, reduction="none")
+            # In place: the logits are a fresh (M, N) tensor that nothing else reads (addmm's backward does not need
+            # its output), so this saves a copy of the largest tensor of the step.
+            losses = F.cross_entropy(logits.masked_fill_(excluded, float("-inf")), targets, reduction="none")
         else:
             losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep)
         if num_items_in_batch is not None:

@@ -218,7 +218,7 @@ class TrainArguments:
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (Accelerate)."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and dropout."})
     metric_for_best_model: str = field(default="ndcg@10", metadata={"help": "Validation metric (seen excluded)."})
-    early_stopping_patience: int = field(default=20, metadata={"help": "Epochs without improvement before stopping."})
+    early_stopping_patience: int = field(default=10, metadata={"help": "Epochs without improvement before stopping."})
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={
@@ -899,7 +899,15 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         )
 
     checkpoints = output_dir / "checkpoints"
-    state = {"epoch": 0, "best_metric": None, "best_epoch": None, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
+    state = {
+        "epoch": 0,
+        "best_metric": None,
+        "best_epoch": None,
+        "bad_epochs": 0,
+        "history": [],
+        "train_seconds": 0.0,  # training steps only
+        "wall_seconds": 0.0,  # training, validation and the best-model write: the loop's wall clock
+    }
     if train_args.resume_from_checkpoint:
         if accelerator.is_main_process:  # what a kill at any instant can leave behind
             _recover_folder(checkpoints / "best")
@@ -935,7 +943,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         # The starting model is a candidate too ("epoch 0"): an update that never beats it on validation is not kept.
         results = evaluate_next_item(model, val_loader, popularity, "validation", accelerator, use_timestamps=has_time)
         value = results["exclude_seen"]["model"][metric]
-        state.update(best_metric=value, best_epoch=0, time_to_best_s=0.0)
+        state.update(best_metric=value, best_epoch=0, time_to_best_s=0.0, wall_time_to_best_s=0.0)
         state["history"].append({"epoch": 0, "train_loss": None, metric: value, "seconds": 0.0})
         accelerator.print(f"epoch 0 (the --init_from model, before any update): validation {metric} {value:.4f}")
         _save_model(accelerator, model, tokenizer, checkpoints / "best")
@@ -991,6 +999,9 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             _save_model(accelerator, model, tokenizer, checkpoints / "best", fault=("best_write", epoch + 1))
             if joint is not None:
                 _save_text_encoder_adapter(accelerator, joint, checkpoints / "best")
+        state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - epoch_start
+        if improved:
+            state["wall_time_to_best_s"] = state["wall_seconds"]
         _save_checkpoint(accelerator, checkpoints, state, train_args.checkpoints_to_keep)
         if state["bad_epochs"] >= train_args.early_stopping_patience:
             accelerator.print(f"Early stopping: no better validation {metric} for {state['bad_epochs']} epochs.")
@@ -1043,6 +1054,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             f"best_validation_{metric}": state["best_metric"],
             "seconds_per_epoch_median": float(np.median(epoch_seconds)) if epoch_seconds else None,
             "time_to_best_epoch_s": state.get("time_to_best_s"),
+            "wall_time_to_best_epoch_s": state.get("wall_time_to_best_s"),
+            "wall_seconds": state.get("wall_seconds"),
             "train_seconds": state["train_seconds"],
             "total_time_s": total_seconds,
             "num_processes": accelerator.num_processes,
