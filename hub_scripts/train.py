@@ -41,7 +41,9 @@ Shape after accelerate's `examples/nlp_example.py`: `get_dataloaders`, `training
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -58,6 +60,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_scheduler
+from transformers.utils import logging as transformers_logging
 
 from hf_interest import DEFAULT_LORA_TARGET_MODULES, InterestConfig, InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import CleaningConfig, DataCollatorForInterest, encode_sequences
@@ -1156,7 +1159,8 @@ def _save_model(
     if accelerator.is_main_process:
         shutil.rmtree(target, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.unwrap_model(model).save_pretrained(target, is_main_process=accelerator.is_main_process)
+    with _no_save_progress_bars():
+        accelerator.unwrap_model(model).save_pretrained(target, is_main_process=accelerator.is_main_process)
     if accelerator.is_main_process:
         tokenizer.save_pretrained(target)
         if fault:
@@ -1169,6 +1173,32 @@ def _save_model(
         else:
             _atomic_replace(target, folder)
     accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def _no_save_progress_bars():
+    """transformers draws a "Writing model shards" bar for every save (each new best epoch); the epoch bar is enough."""
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
+
+
+class _TiedWeightsSaveFilter(logging.Filter):
+    """
+    Drops accelerate's "Removed shared tensor {'item_head.weight'} while saving" warning, written at every checkpoint:
+    the next-item head is tied to the item embeddings on purpose and `load_state` ties it back (resume is tested to
+    give the same weights). Any other message passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor {'item_head.weight'} while saving" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsSaveFilter())
 
 
 def _save_checkpoint(accelerator: Accelerator, checkpoints: Path, state: dict, keep: int) -> None:

@@ -91,6 +91,27 @@ def test_targets_match_the_loop():
     np.testing.assert_allclose(targets_t, next_k_category_mix(rows, weights, 3)[0])
 
 
+def test_evaluation_targets_equal_the_training_targets_on_full_windows():
+    # Two implementations on purpose: the head trains with `next_k_category_targets` (torch, in modeling_interest.py,
+    # which must stand alone for trust_remote_code, and it also trains on partial windows at the end of a row); the
+    # metrics and baselines use `next_k_category_mix` (numpy, full windows only). Where a window is full they must
+    # agree exactly, with the head's next-item labels being the items shifted by one.
+    from hf_interest.modeling_interest import next_k_category_targets
+
+    rng = np.random.default_rng(3)
+    weights = rng.dirichlet(np.full(5, 0.5), 40)
+    rows = random_rows(rng, 12, 30, 40)
+    labels = np.full_like(rows, PAD)
+    labels[:, :-1] = rows[:, 1:]  # labels[b, t] = the item of event t + 1, as DataCollatorForInterest builds them
+    labels[rows == PAD] = PAD  # no label where there is no event
+    for k in (1, 4, 9):
+        eval_targets, full = next_k_category_mix(rows, weights, k)
+        train_targets, num_events = next_k_category_targets(torch.from_numpy(labels), torch.from_numpy(weights), k)
+        assert full.any()
+        np.testing.assert_array_equal(num_events.numpy()[full], k)
+        np.testing.assert_allclose(train_targets.numpy()[full], eval_targets[full], atol=1e-12)
+
+
 def test_metrics_by_hand():
     p = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
     q = np.array([[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]])

@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
     stopped = _run("train.py", *TINY, "--output_dir", str(resumed), "--stop_after_epochs", "2")
     resumed_run = _run("train.py", *TINY, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
     return {"full": full, "resumed": resumed, "full_log": full_run.stdout, "stopped_log": stopped.stdout,
-            "resumed_log": resumed_run.stdout}  # fmt: skip
+            "resumed_log": resumed_run.stdout, "full_stderr": full_run.stderr}  # fmt: skip
 
 
 def test_run_folder_is_push_ready(runs):
@@ -62,6 +62,24 @@ def test_run_folder_is_push_ready(runs):
     evals = {(r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results}
     assert evals[("ndcg@10", "exclude_seen")] == round(results["test"]["exclude_seen"]["model"]["ndcg@10"], 6)
     assert "popularity (baseline)" in card.text
+
+
+def test_tied_weights_warning_is_silenced_and_nothing_else(runs):
+    import logging
+
+    from hub_scripts.train import _TiedWeightsSaveFilter
+
+    # accelerate warned at every checkpoint that the (deliberately tied) head weight was not written separately
+    assert "Removed shared tensor" not in runs["full_stderr"] + runs["full_log"]
+    assert (runs["full"] / "checkpoints").is_dir()  # checkpoints were written, so the warning had its chance
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("accelerate.utils.other", logging.WARNING, __file__, 1, message, None, None)
+
+    keep = _TiedWeightsSaveFilter().filter
+    assert not keep(record("[RANK 0] Removed shared tensor {'item_head.weight'} while saving. This should be OK"))
+    assert keep(record("Removed shared tensor {'model.other.weight'} while saving. This should be OK"))
+    assert keep(record("some other accelerate warning"))
 
 
 def test_resume_gives_the_same_final_metrics(runs):
