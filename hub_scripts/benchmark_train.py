@@ -2,6 +2,7 @@
 
     python hub_scripts/benchmark_train.py                               # MovieLens-100K, defaults, seeds 42 43 44
     python hub_scripts/benchmark_train.py --seeds 42 --ddp              # also 2 CPU processes under accelerate launch
+    python hub_scripts/benchmark_train.py --reuse_runs --ddp            # add the DDP row to the runs already there
     python hub_scripts/benchmark_train.py --seeds 42 -- --hidden_size 32   # extra train.py arguments after --
 
 Every run is `hub_scripts/train.py` in a subprocess with the given arguments; the numbers are read back from each
@@ -28,8 +29,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_one(
-    launcher: list[str], seed: int, output_dir: Path, extra: list[str], dataset: str, env: dict | None = None
+    launcher: list[str],
+    seed: int,
+    output_dir: Path,
+    extra: list[str],
+    dataset: str,
+    env: dict | None = None,
+    reuse: bool = False,
 ) -> dict:
+    record = output_dir / "benchmark_run.json"
+    if reuse and (output_dir / "eval_results.json").is_file():
+        results = json.loads((output_dir / "eval_results.json").read_text())
+        stored = json.loads(record.read_text()) if record.is_file() else {}
+        if stored and stored.get("command_tail") != extra:
+            raise ValueError(
+                f"--reuse_runs: {output_dir} was trained with train.py arguments {stored.get('command_tail')}, not "
+                f"{extra}; use another --output_root or drop --reuse_runs."
+            )
+        results["wall_seconds"] = stored.get("wall_seconds")  # None: the run predates this record
+        print(f"reusing {output_dir}")
+        return results
     command = launcher + [
         str(ROOT / "hub_scripts" / "train.py"),
         "--dataset", dataset,
@@ -43,6 +62,7 @@ def run_one(
     wall = time.perf_counter() - started
     results = json.loads((output_dir / "eval_results.json").read_text())
     results["wall_seconds"] = wall
+    record.write_text(json.dumps({"wall_seconds": wall, "command_tail": extra}) + "\n")
     return results
 
 
@@ -68,12 +88,20 @@ def row(label: str, results: dict) -> dict:
     }
 
 
+def _reduce(reducer, rows: list[dict], column: str):
+    """`reducer` over the rows that have a value in `column` (a reused run may lack its wall time); None if fewer than 2."""
+    values = [r[column] for r in rows if r[column] is not None]
+    return reducer(values) if len(values) > 1 else None
+
+
 def print_table(rows: list[dict]) -> None:
     columns = list(rows[0])
     cells = [
         [c]
         + [
-            f"{r[c]:.4f}"
+            "-"
+            if r[c] is None
+            else f"{r[c]:.4f}"
             if isinstance(r[c], float) and r[c] < 10
             else (f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]))
             for r in rows
@@ -97,6 +125,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--ddp", action="store_true", help="Also run the first seed with 2 CPU processes (DDP).")
     parser.add_argument("--output_root", default="runs/benchmark_train")
+    parser.add_argument(
+        "--reuse_runs",
+        action="store_true",
+        help="Read runs already in --output_root instead of training them again (e.g. to add --ddp afterwards).",
+    )
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="Arguments for train.py, after --.")
     args = parser.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
@@ -104,19 +137,28 @@ def main() -> None:
 
     rows = []
     for seed in args.seeds:
-        rows.append(row(f"seed {seed}", run_one([sys.executable], seed, root / f"seed_{seed}", extra, args.dataset)))
+        results = run_one([sys.executable], seed, root / f"seed_{seed}", extra, args.dataset, reuse=args.reuse_runs)
+        rows.append(row(f"seed {seed}", results))
     summary = []
     if len(rows) > 1:
         for name, reducer in (("mean", statistics.mean), ("std", statistics.stdev)):
             summary.append(
-                {c: name if c == "run" else "" if c == "procs" else reducer([r[c] for r in rows]) for c in rows[0]}
+                {c: name if c == "run" else "" if c == "procs" else _reduce(reducer, rows, c) for c in rows[0]}
             )
     if args.ddp:
         # `accelerate launch --cpu` starts a single process (its simple launcher); two CPU processes need the
         # multi-process launcher with the CPU forced through the environment (DDP over gloo).
         launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
         seed = args.seeds[0]
-        results = run_one(launcher, seed, root / f"ddp_seed_{seed}", extra, args.dataset, {"ACCELERATE_USE_CPU": "1"})
+        results = run_one(
+            launcher,
+            seed,
+            root / f"ddp_seed_{seed}",
+            extra,
+            args.dataset,
+            {"ACCELERATE_USE_CPU": "1"},
+            args.reuse_runs,
+        )
         rows.append(row(f"seed {seed}, DDP", results))
     first = json.loads((root / f"seed_{args.seeds[0]}" / "eval_results.json").read_text())
     protocol = first["test"]["exclude_seen"]["protocol"]
