@@ -769,6 +769,7 @@ def check_task_arguments(data_args: DataArguments, train_args: TrainArguments) -
 def training_function(data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments) -> dict:
     check_task_arguments(data_args, train_args)  # before any data is read: a typo should not cost a data load
     check_update_arguments(train_args)
+    logging.getLogger("accelerate.utils.other").addFilter(_TIED_WEIGHTS_SAVE_FILTER)  # a run's logs, not at import
     output_dir = Path(train_args.output_dir)
     log_with = None
     if train_args.report_to == "auto":
@@ -1198,7 +1199,7 @@ class _TiedWeightsSaveFilter(logging.Filter):
         return "Removed shared tensor {'item_head.weight'} while saving" not in record.getMessage()
 
 
-logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsSaveFilter())
+_TIED_WEIGHTS_SAVE_FILTER = _TiedWeightsSaveFilter()  # one instance: adding it again is a no-op
 
 
 def _save_checkpoint(accelerator: Accelerator, checkpoints: Path, state: dict, keep: int) -> None:
