@@ -25,6 +25,7 @@ loads with `trust_remote_code=True` where `hf_interest` is not installed.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,48 @@ logger = logging.get_logger(__name__)
 # text tower can also adapt "text_projection" (an nn.Linear: LoRA on it moves every item, new ones included); with
 # item_representation="text", item_head holds only the per-item bias (`InterestItemBias`): modules_to_save, not LoRA.
 DEFAULT_LORA_TARGET_MODULES = ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
+
+
+class InterestDropout(nn.Module):
+    """
+    Inverted dropout, as `nn.Dropout`, with a cheaper random mask on CPU.
+
+    PyTorch's CPU dropout draws one Bernoulli number per element from the global generator, serially; on a small
+    model that is a fifth of a training step. Here one 64-bit random word gives three 16-bit uniforms (the low 48
+    bits; `random_` leaves the top bit of an int64 at zero), so the generator runs a third as often and the rest is
+    a comparison and a product. An element is dropped with probability `round(p * 65536) / 65536` (within 8e-6 of
+    `p`) and the kept ones are scaled by the exact inverse of the keep probability, so the expectation is unchanged.
+    Draws come from the global generator: `torch.manual_seed` makes them reproducible. Other devices use
+    `F.dropout` (their generators are fast).
+
+    Args:
+        p (`float`): probability of dropping an element, in [0, 1).
+    """
+
+    _LOW_WORDS = [0, 1, 2] if sys.byteorder == "little" else [1, 2, 3]  # the int16 views of the low 48 bits
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}.")
+        self.p = p
+        self.threshold = round(p * 65536)  # drop when the unsigned 16-bit draw is below this
+        self.scale = 65536 / (65536 - self.threshold)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return hidden_states
+        if hidden_states.device.type != "cpu":
+            return F.dropout(hidden_states, self.p, training=True)
+        count = hidden_states.numel()
+        words = torch.empty((count + 2) // 3, dtype=torch.int64).random_()
+        low = self._LOW_WORDS
+        draws = words.view(torch.int16).view(-1, 4)[:, low[0] : low[-1] + 1].reshape(-1)[:count]  # signed 16 bit
+        keep = draws.view(hidden_states.shape) >= self.threshold - 32768
+        return hidden_states * (keep.to(hidden_states.dtype) * self.scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 @dataclass
@@ -167,19 +210,30 @@ class InterestAttention(nn.Module):
         self.attention_dropout = config.attention_probs_dropout_prob
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        queries_to_keep: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`queries_to_keep` > 0: only the last that many positions query (keys and values stay all positions)."""
         batch_size, seq_len, hidden_size = hidden_states.shape
         shape = (batch_size, seq_len, self.num_heads, self.head_dim)
-        query = self.query(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hd)
-        key = self.key(hidden_states).view(shape).transpose(1, 2)
+        key = self.key(hidden_states).view(shape).transpose(1, 2)  # (B, nh, T, hd)
         value = self.value(hidden_states).view(shape).transpose(1, 2)
+        if queries_to_keep:
+            hidden_states = hidden_states[:, -queries_to_keep:]
+            if attention_mask is None:  # causal for the kept queries: is_causal would align them to the first keys
+                attention_mask = torch.ones(seq_len, seq_len, dtype=torch.bool, device=key.device).tril()
+            attention_mask = attention_mask[..., -queries_to_keep:, :]
+        num_queries = hidden_states.shape[1]
+        query = self.query(hidden_states).view(batch_size, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
         dropout = self.attention_dropout if self.training else 0.0
 
         probs = None
         if output_attentions:
             # The fused kernel does not return probabilities; this path computes the same thing in the open.
-            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, T, T)
+            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, Tq, T)
             if attention_mask is None:
                 attention_mask = torch.ones(seq_len, seq_len, dtype=torch.bool, device=scores.device).tril()
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
@@ -189,7 +243,7 @@ class InterestAttention(nn.Module):
             context = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, dropout_p=dropout, is_causal=attention_mask is None
             )
-        context = context.transpose(1, 2).reshape(batch_size, seq_len, hidden_size)  # (B, T, H)
+        context = context.transpose(1, 2).reshape(batch_size, num_queries, hidden_size)  # (B, Tq, H)
         return self.attention_output(context), probs
 
 
@@ -204,12 +258,21 @@ class InterestLayer(nn.Module):
         self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
         self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = InterestDropout(config.hidden_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        states_to_keep: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attention(self.attention_layer_norm(hidden_states), attention_mask, output_attentions)
+        """`states_to_keep` > 0: compute (and return) the last that many positions only."""
+        attended, probs = self.attention(
+            self.attention_layer_norm(hidden_states), attention_mask, output_attentions, states_to_keep
+        )
+        if states_to_keep:
+            hidden_states = hidden_states[:, -states_to_keep:]
         hidden_states = hidden_states + self.dropout(attended)
         transformed = self.ffn_out(self.dropout(self.activation(self.ffn_in(self.ffn_layer_norm(hidden_states)))))
         hidden_states = hidden_states + self.dropout(transformed)
@@ -269,8 +332,12 @@ class LongShortTermInterest(nn.Module):
         return long_term.to(items.dtype).flatten(2)  # (B, T, H)
 
     def _short_term(self, causal_states: torch.Tensor, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        """s_t: h_t attends over the items at t - window + 1 .. t (real ones, and t itself), in O(T * window)."""
-        query = self._heads(self.short_term_query(causal_states))  # (B, T, nh, hd)
+        """
+        s_t: h_t attends over the items at t - window + 1 .. t (real ones, and t itself), in O(T * window). The
+        states may cover the last positions only (`states_to_keep`): then so does the result.
+        """
+        kept = causal_states.shape[1]
+        query = self._heads(self.short_term_query(causal_states))  # (B, Tq, nh, hd)
         key, value = self._heads(self.short_term_key(items)), self._heads(self.short_term_value(items))
         width = self.window - 1
         # windows[b, t, ..., i] is position t - width + i (left-padded with zeros, which the mask leaves out)
@@ -278,6 +345,7 @@ class LongShortTermInterest(nn.Module):
         value = F.pad(value, (0, 0, 0, 0, width, 0)).unfold(1, self.window, 1)
         allowed = F.pad(real, (width, 0), value=False).unfold(1, self.window, 1).clone()  # (B, T, window)
         allowed[..., -1] = True  # the item at t itself: no row is empty
+        key, value, allowed = key[:, -kept:], value[:, -kept:], allowed[:, -kept:]
         scores = torch.einsum("bthd,bthdw->bthw", query, key) / math.sqrt(query.shape[-1])  # (B, T, nh, window)
         scores = scores.masked_fill(~allowed[:, :, None, :], float("-inf"))
         short_term = torch.einsum("bthw,bthdw->bthd", scores.softmax(dim=-1), value)
@@ -288,7 +356,8 @@ class LongShortTermInterest(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """
         Args:
-            causal_states: h_t `(B, T, H)`, the transformer's output before the final layer norm.
+            causal_states: h_t `(B, T, H)`, the transformer's output before the final layer norm; or `(B, Tq, H)`,
+                the last Tq positions only (`states_to_keep`), and then every output covers those positions.
             items: the item representations `(B, T, H)` (after embedding dropout in training).
             attention_mask: `(B, T)`, 1 on real events, or None.
 
@@ -296,6 +365,7 @@ class LongShortTermInterest(nn.Module):
             `(combined, long_term, short_term, gate)`: `combined` is `h_t` plus the parts; each part is None when off.
         """
         batch_size, seq_len, _ = items.shape
+        kept = causal_states.shape[1]
         if attention_mask is not None:
             real = attention_mask.bool()
         else:
@@ -303,7 +373,7 @@ class LongShortTermInterest(nn.Module):
         long_term = short_term = gate = None
         combined = causal_states
         if hasattr(self, "long_term_query"):
-            long_term = self._long_term(items, real)
+            long_term = self._long_term(items, real)[:, -kept:]
         if hasattr(self, "short_term_query"):
             short_term = self._short_term(causal_states, items, real)
         if self.interest_gate is not None:
@@ -315,7 +385,7 @@ class LongShortTermInterest(nn.Module):
         elif short_term is not None:
             combined = combined + short_term
         if attention_mask is not None:  # like the states, the parts are zero at padded positions
-            real = attention_mask.to(items.dtype)
+            real = attention_mask[:, -kept:].to(items.dtype)
             gate = gate * real if gate is not None else None
             long_term = long_term * real[..., None] if long_term is not None else None
             short_term = short_term * real[..., None] if short_term is not None else None
@@ -335,6 +405,37 @@ class InterestItemBias(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (..., N)
+
+
+class _ExcludedCrossEntropy(torch.autograd.Function):
+    """
+    Per-row cross-entropy of `logits` `(M, N)` against `targets` `(M,)` with the entries where `excluded` (a bool
+    tensor broadcastable to `(M, N)`) is True left out of the softmax: the values and gradients of
+    `F.cross_entropy(logits.masked_fill(excluded, -inf), targets, reduction="none")`, with fewer passes over the
+    largest tensor of a training step. The backward pass is `softmax - one_hot` straight from the saved log-
+    probabilities (excluded entries have probability zero, so they need no mask), where autograd would fill a dense
+    zero one-hot, run the log-softmax backward and then mask the gradient again.
+
+    `logits` is overwritten with the masked values (hence `mark_dirty`): pass a fresh tensor nothing else reads, such
+    as the output of the output projection. The second output is that tensor, not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor):
+        logits.masked_fill_(excluded, float("-inf"))
+        log_probs = torch.log_softmax(logits, dim=-1)
+        ctx.save_for_backward(log_probs, targets)
+        ctx.mark_dirty(logits)
+        ctx.mark_non_differentiable(logits)
+        return -log_probs.gather(1, targets[:, None]).squeeze(1), logits
+
+    @staticmethod
+    def backward(ctx, grad_losses: torch.Tensor, _grad_logits):
+        log_probs, targets = ctx.saved_tensors
+        grad = log_probs.exp()
+        rows = torch.arange(targets.numel(), device=grad.device)
+        grad[rows, targets] -= 1.0
+        return grad.mul_(grad_losses[:, None]), None, None
 
 
 def _is_compiling() -> bool:
@@ -527,7 +628,7 @@ class InterestModel(InterestPreTrainedModel):
         self.time_gap_embeddings = (
             nn.Embedding(config.num_time_buckets, config.hidden_size) if config.use_time_gaps else None
         )
-        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.embedding_dropout = InterestDropout(config.hidden_dropout_prob)
         self.layers = nn.ModuleList([InterestLayer(config) for _ in range(config.num_hidden_layers)])
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.long_short_term = (
@@ -622,6 +723,7 @@ class InterestModel(InterestPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         item_id_keep: torch.Tensor | None = None,
+        states_to_keep: int = 0,
         **kwargs,
     ) -> InterestModelOutput | tuple:
         """
@@ -637,6 +739,11 @@ class InterestModel(InterestPreTrainedModel):
             output_attentions (`bool`, *optional*): return every layer's attention probabilities.
             output_hidden_states (`bool`, *optional*): return every layer's output.
             return_dict (`bool`, *optional*): return an [`InterestModelOutput`] rather than a tuple.
+            states_to_keep (`int`, defaults to 0):
+                Compute the final layer, the long/short-term parts and the outputs for the last `states_to_keep`
+                positions only (0: all). The states there are the same as with all positions; serving and evaluation
+                read the last state only, and the last layer is then little more than its key and value projections.
+                `last_hidden_state` and the last entries of `hidden_states` / `attentions` cover those positions.
 
         Returns:
             [`InterestModelOutput`] or a tuple.
@@ -689,17 +796,23 @@ class InterestModel(InterestPreTrainedModel):
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
+        if isinstance(states_to_keep, bool) or not isinstance(states_to_keep, int) or states_to_keep < 0:
+            raise ValueError(f"states_to_keep must be a non-negative integer, got {states_to_keep!r}.")
+        states_to_keep = states_to_keep if states_to_keep < seq_len else 0  # 0: every position
+        for index, layer in enumerate(self.layers):
+            keep = states_to_keep if index == len(self.layers) - 1 else 0
             if self.gradient_checkpointing and self.training:
                 hidden_states, probs = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, attn_mask, output_attentions
+                    layer.__call__, hidden_states, attn_mask, output_attentions, keep
                 )
             else:
-                hidden_states, probs = layer(hidden_states, attn_mask, output_attentions)
+                hidden_states, probs = layer(hidden_states, attn_mask, output_attentions, keep)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:
                 all_attentions += (probs,)
+        if states_to_keep and hidden_states.shape[1] != states_to_keep:  # no layer to do it
+            hidden_states = hidden_states[:, -states_to_keep:]
 
         long_term = short_term = gate = None
         if self.long_short_term is not None:
@@ -708,7 +821,7 @@ class InterestModel(InterestPreTrainedModel):
             )
         hidden_states = self.final_layer_norm(hidden_states)
         if attention_mask is not None:
-            hidden_states = hidden_states * attention_mask[..., None].to(hidden_states.dtype)
+            hidden_states = hidden_states * attention_mask[:, -hidden_states.shape[1] :, None].to(hidden_states.dtype)
         if output_hidden_states:
             all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
 
@@ -969,9 +1082,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             if seen_from is not None:
                 excluded = self._seen_before(*seen_from) | excluded  # (M, N)
                 excluded[torch.arange(targets.numel(), device=logits.device), targets] = False
-            # In place: the logits are a fresh (M, N) tensor that nothing else reads (addmm's backward does not need
-            # its output), so this saves a copy of the largest tensor of the step.
-            losses = F.cross_entropy(logits.masked_fill_(excluded, float("-inf")), targets, reduction="none")
+            # Fused and in place: the logits are a fresh (M, N) tensor that nothing else reads (addmm's backward does
+            # not need its output).
+            losses, _ = _ExcludedCrossEntropy.apply(logits, targets, excluded)
         else:
             losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep)
         if num_items_in_batch is not None:
@@ -1056,7 +1169,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 position. Labels below `num_special_tokens` (padding, unknown items) are ignored.
             logits_to_keep (`int`, defaults to 0):
                 Compute logits for the last `logits_to_keep` positions only (0: all). The loss does not depend on
-                it; training loops pass 1 to skip a `(batch, seq_len, num_items)` tensor they never read.
+                it; training loops pass 1 to skip a `(batch, seq_len, num_items)` tensor they never read. Without
+                `labels`, the model's last layer runs for those positions only too (`states_to_keep`), and
+                `last_hidden_state` covers them only.
             return_dict (`bool`, *optional*): return a [`NextItemPredictionOutput`] rather than a tuple.
             num_items_in_batch (`int`, *optional*):
                 Labelled positions across the accumulated batches (passed by `transformers.Trainer` under
@@ -1076,8 +1191,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
             item_id_keep=item_id_keep,
+            states_to_keep=logits_to_keep if labels is None else 0,  # the loss needs every position
         )
-        hidden_states = outputs.last_hidden_state  # (B, T, H)
+        hidden_states = outputs.last_hidden_state  # (B, T, H), or (B, logits_to_keep, H) without labels
 
         loss = None
         if labels is not None:
@@ -1164,7 +1280,11 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         self.eval()
         try:
             states = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, return_dict=True
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                timestamps=timestamps,
+                return_dict=True,
+                states_to_keep=1,
             ).last_hidden_state[:, -1]  # (B, H): left aligned, so the newest event's state
         finally:
             self.train(was_training)
@@ -1511,7 +1631,7 @@ class InterestForClickPrediction(InterestPreTrainedModel):
         self.target_key = nn.Linear(hidden, hidden)
         self.click_mlp_in = nn.Linear(5 * hidden, config.click_hidden_size)
         self.click_activation = ACT2FN[config.hidden_act]
-        self.click_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.click_dropout = InterestDropout(config.hidden_dropout_prob)
         self.click_mlp_out = nn.Linear(config.click_hidden_size, 1)
         self.click_item_bias = InterestItemBias(config.num_items)
         self.post_init()

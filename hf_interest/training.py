@@ -17,6 +17,33 @@ from .metrics import DEFAULT_KS, PopularityRecommender, RankingAccumulator
 NAMED_DATASETS = ("movielens-100k", "synthetic")
 
 
+def keep_freed_memory_for_reuse(heap_keep_bytes: int = 1 << 30) -> bool:
+    """
+    Makes glibc's malloc serve large blocks from its heap and keep freed memory for reuse, for CPU training.
+
+    A training step allocates and frees the same large tensors every time (the `(positions, items)` logits of the
+    full softmax, its gradient); by default glibc maps every block over its mmap threshold (at most 32 MiB) fresh
+    from the kernel and unmaps it on free, so each step pays a page fault per 4 KiB of them. With mmap off
+    (`M_MMAP_MAX=0`) and the heap trimmed only above `heap_keep_bytes` (`M_TRIM_THRESHOLD`), freed blocks are reused
+    by the next step. The process keeps up to its peak memory (plus `heap_keep_bytes`) instead of returning it. The
+    same settings as the environment variables `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`, applied at run time.
+
+    Returns:
+        `True` when applied, `False` where the C library is not glibc (macOS, Windows, musl): nothing is changed.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, int(heap_keep_bytes)))
+
+
 def load_named_dataset(
     name: str,
     data_dir: str | None = None,

@@ -1,0 +1,142 @@
+"""Benchmark the cost of a training epoch, one speed change at a time, interleaved in one process.
+
+    python hub_scripts/benchmark_step.py                 # MovieLens-100K, train.py defaults, 5 rounds
+    python hub_scripts/benchmark_step.py --rounds 9 --dataset synthetic
+
+The same model trains on the same batches (train.py's windows, length-grouped order of epoch 0) through a plain
+PyTorch loop (forward, backward, clipping, AdamW). Each round runs one epoch per variant, in turn, so that the
+machine's drift falls on every variant alike; the table gives the median seconds per epoch of each variant and its
+ratio to the reference. The variants add one change each:
+
+1. reference: `F.dropout` (PyTorch's Bernoulli mask), the loss as `F.cross_entropy` over masked logits, glibc's
+   malloc as it comes (blocks over 32 MiB mapped fresh at every allocation);
+2. + `InterestDropout` (the model's dropout: three 16-bit draws per 64-bit random word);
+3. + the fused loss (`_ExcludedCrossEntropy`);
+4. + `keep_freed_memory_for_reuse` (malloc keeps freed memory; what train.py does on CPU): the model as shipped.
+
+Switching malloc back inside a process is approximate (mmap threshold 32 MiB, the steady state of glibc's dynamic
+threshold, and a trim). Timings are wall clock on this machine, not asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hf_interest.modeling_interest as modeling  # noqa: E402
+from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer  # noqa: E402
+from hf_interest.training import keep_freed_memory_for_reuse  # noqa: E402
+from hub_scripts.train import DataArguments, ModelArguments, TrainArguments, get_dataloaders, load_data  # noqa: E402
+
+SHIPPED_DROPOUT = modeling.InterestDropout.forward
+SHIPPED_LOSS = modeling._ExcludedCrossEntropy
+
+
+def reference_dropout(self, hidden_states):
+    return F.dropout(hidden_states, self.p, self.training)
+
+
+class ReferenceLoss:
+    """The loss as autograd sees it without the fused function."""
+
+    @staticmethod
+    def apply(logits, targets, excluded):
+        return F.cross_entropy(logits.masked_fill_(excluded, float("-inf")), targets, reduction="none"), logits
+
+
+def default_malloc() -> None:
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-4, 65536)  # M_MMAP_MAX: glibc's default
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: the most its dynamic threshold reaches
+    libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD: twice that, as glibc sets it
+    libc.malloc_trim(0)
+
+
+VARIANTS = {
+    "reference (F.dropout, unfused loss, malloc as is)": (False, False, False),
+    "+ InterestDropout": (True, False, False),
+    "+ fused loss": (True, True, False),
+    "+ keep freed memory (as shipped)": (True, True, True),
+}
+
+
+def apply_variant(dropout: bool, loss: bool, memory: bool, can_tune_malloc: bool) -> None:
+    modeling.InterestDropout.forward = SHIPPED_DROPOUT if dropout else reference_dropout
+    modeling._ExcludedCrossEntropy = SHIPPED_LOSS if loss else ReferenceLoss
+    if can_tune_malloc:
+        keep_freed_memory_for_reuse() if memory else default_malloc()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="movielens-100k", help="As train.py's --dataset.")
+    parser.add_argument("--rounds", type=int, default=5, help="Epochs per variant (interleaved).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    data_args, model_args, train_args = DataArguments(dataset=args.dataset), ModelArguments(), TrainArguments()
+    data = load_data(data_args, "next-item")
+    tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
+    loaders, _, _ = get_dataloaders(data, tokenizer, data_args, train_args)
+    batches = list(loaders["train"])
+    config = InterestConfig(
+        num_items=len(tokenizer),
+        max_position_embeddings=data_args.max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        **asdict(model_args),
+    )
+    model = InterestForNextItemPrediction(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_args.learning_rate)
+    can_tune_malloc = keep_freed_memory_for_reuse()  # False off glibc: the last row then equals the third
+
+    def epoch() -> float:
+        started = time.perf_counter()
+        for batch in batches:
+            model(**batch, logits_to_keep=1).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        return time.perf_counter() - started
+
+    apply_variant(True, True, True, can_tune_malloc)
+    epoch()  # warm-up, not counted
+    times = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name, flags in VARIANTS.items():
+            apply_variant(*flags, can_tune_malloc)
+            times[name].append(epoch())
+    apply_variant(True, True, True, can_tune_malloc)
+
+    positions = sum(int((b["labels"] >= tokenizer.num_special_tokens).sum()) for b in batches)
+    print(
+        f"\n{args.dataset}: {len(batches)} steps, {positions:,} training targets per epoch; train.py's model "
+        f"defaults; {torch.get_num_threads()} threads; {args.rounds} rounds, variants interleaved"
+        + ("" if can_tune_malloc else "; malloc not tunable here (not glibc)")
+    )
+    reference = statistics.median(times[next(iter(VARIANTS))])
+    header = f"{'variant':<52}  {'s/epoch (median)':>16}  {'x reference':>11}  {'targets/s':>9}  all epochs (s)"
+    print(header + "\n" + "-" * len(header))
+    summary = {}
+    for name, values in times.items():
+        median = statistics.median(values)
+        summary[name] = {"median_seconds": median, "ratio": median / reference, "seconds": values}
+        print(
+            f"{name:<52}  {median:>16.2f}  {median / reference:>11.2f}  {positions / median:>9,.0f}  "
+            + " ".join(f"{v:.2f}" for v in values)
+        )
+    return summary
+
+
+if __name__ == "__main__":
+    main()
