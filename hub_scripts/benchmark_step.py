@@ -14,6 +14,10 @@ ratio to the reference. The variants add one change each:
 3. + the fused loss (`_ExcludedCrossEntropy`);
 4. + `keep_freed_memory_for_reuse` (malloc keeps freed memory; what train.py does on CPU): the model as shipped.
 
+A second table times a validation pass (the backbone over every validation user's history, eval mode, no
+gradients) with every position computed and with the last layer for the last position only (`states_to_keep=1`,
+what evaluation and `recommend` use), interleaved the same way.
+
 Switching malloc back inside a process is approximate (mmap threshold 32 MiB, the steady state of glibc's dynamic
 threshold, and a trim). Timings are wall clock on this machine, not asserted anywhere.
 """
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
     loaders, _, _ = get_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])
+    eval_batches = list(loaders["validation"])
     config = InterestConfig(
         num_items=len(tokenizer),
         max_position_embeddings=data_args.max_length,
@@ -118,6 +123,22 @@ def main(argv: list[str] | None = None) -> dict:
             times[name].append(epoch())
     apply_variant(True, True, True, can_tune_malloc)
 
+    @torch.no_grad()
+    def validation_pass(states_to_keep: int) -> float:
+        model.eval()
+        started = time.perf_counter()
+        for batch in eval_batches:
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "timestamps") if k in batch}
+            model.model(**inputs, states_to_keep=states_to_keep)
+        model.train()
+        return time.perf_counter() - started
+
+    eval_variants = {"every position (states_to_keep=0)": 0, "last position only (states_to_keep=1)": 1}
+    eval_times = {name: [] for name in eval_variants}
+    for _ in range(args.rounds):
+        for name, keep in eval_variants.items():
+            eval_times[name].append(validation_pass(keep))
+
     positions = sum(int((b["labels"] >= tokenizer.num_special_tokens).sum()) for b in batches)
     print(
         f"\n{args.dataset}: {len(batches)} steps, {positions:,} training targets per epoch; train.py's model "
@@ -135,6 +156,15 @@ def main(argv: list[str] | None = None) -> dict:
             f"{name:<52}  {median:>16.2f}  {median / reference:>11.2f}  {positions / median:>9,.0f}  "
             + " ".join(f"{v:.2f}" for v in values)
         )
+    users = sum(len(b["input_ids"]) for b in eval_batches)
+    print(f"\nvalidation pass, backbone only: {users:,} users, {len(eval_batches)} batches")
+    header = f"{'variant':<52}  {'s/pass (median)':>16}  {'x every position':>16}  all passes (s)"
+    print(header + "\n" + "-" * len(header))
+    every = statistics.median(eval_times[next(iter(eval_variants))])
+    for name, values in eval_times.items():
+        median = statistics.median(values)
+        summary[f"validation: {name}"] = {"median_seconds": median, "ratio": median / every, "seconds": values}
+        print(f"{name:<52}  {median:>16.3f}  {median / every:>16.2f}  " + " ".join(f"{v:.3f}" for v in values))
     return summary
 
 
