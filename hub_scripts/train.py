@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_scheduler
@@ -81,6 +82,8 @@ from hf_interest.training import (
     popularity_baseline,
     train_windows,
 )
+
+DEFAULT_EMA_DECAY = 0.99  # --ema_decay for full training of the next-item model
 
 
 @dataclass
@@ -227,6 +230,15 @@ class TrainArguments:
             "of mapping the large tensors fresh every step (hf_interest.training.keep_freed_memory_for_reuse; about "
             "a fifth off a step here). The process keeps its peak memory. --reuse_freed_memory false to leave malloc "
             "as it is."
+        },
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Validate, keep and publish an exponential moving average of the weights, updated after every "
+            "optimizer step with this decay (0.99: about the last 100 steps), instead of the weights themselves (0). "
+            "Default: 0.99 for full training of the next-item model, 0 for LoRA updates and the other tasks (which "
+            "do not support it)."
         },
     )
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and dropout."})
@@ -480,7 +492,17 @@ def targets_from_seconds(text: str) -> int:
 
 
 def check_update_arguments(train_args: TrainArguments) -> None:
-    """Clear errors for `--init_from`, `--targets_from` and the LoRA flags, before any data is loaded."""
+    """Clear errors for `--init_from`, `--targets_from`, `--ema_decay` and the LoRA flags, before any data is loaded."""
+    if train_args.ema_decay is not None:
+        if not 0.0 <= train_args.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must be in [0, 1) (0: off), got {train_args.ema_decay}.")
+        if train_args.ema_decay and train_args.task != "next-item":
+            raise ValueError(f"--ema_decay is for --task next-item; leave it out for --task {train_args.task}.")
+        if train_args.ema_decay and (train_args.lora_r or train_args.text_encoder_lora_r):
+            raise ValueError(
+                "--ema_decay averages the whole model: it does not combine with --lora_r or --text_encoder_lora_r; "
+                "leave it out for adapter training."
+            )
     if train_args.lora_r < 0:
         raise ValueError(f"--lora_r must be 0 (LoRA off) or a positive rank, got {train_args.lora_r}.")
     if train_args.lora_r == 0:
@@ -909,6 +931,14 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     else:
         joint = accelerator.unwrap_model(trained_module)
         model = joint.model
+    ema_decay = train_args.ema_decay
+    if ema_decay is None:  # the default: on for full training, off for adapters
+        ema_decay = 0.0 if use_lora or joint is not None else DEFAULT_EMA_DECAY
+    ema = None
+    if ema_decay:  # validated, kept and published instead of the weights; in every checkpoint for resume
+        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
+        accelerator.register_for_checkpointing(ema)
+    evaluated = ema.module if ema is not None else model
     if log_with is not None:
         accelerator.init_trackers(
             "hf_interest", config={**asdict(data_args), **asdict(model_args), **asdict(train_args)}
@@ -957,12 +987,14 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     epoch_seconds = []
     if train_args.init_from and state["epoch"] == 0 and state["best_metric"] is None:
         # The starting model is a candidate too ("epoch 0"): an update that never beats it on validation is not kept.
-        results = evaluate_next_item(model, val_loader, popularity, "validation", accelerator, use_timestamps=has_time)
+        results = evaluate_next_item(
+            evaluated, val_loader, popularity, "validation", accelerator, use_timestamps=has_time
+        )
         value = results["exclude_seen"]["model"][metric]
         state.update(best_metric=value, best_epoch=0, time_to_best_s=0.0, wall_time_to_best_s=0.0)
         state["history"].append({"epoch": 0, "train_loss": None, metric: value, "seconds": 0.0})
         accelerator.print(f"epoch 0 (the --init_from model, before any update): validation {metric} {value:.4f}")
-        _save_model(accelerator, model, tokenizer, checkpoints / "best")
+        _save_model(accelerator, evaluated, tokenizer, checkpoints / "best")
         if joint is not None:  # the adapter as it starts (LoRA's B is zero: the encoder unchanged)
             _save_text_encoder_adapter(accelerator, joint, checkpoints / "best")
     # a run killed after early stopping had triggered goes straight to the test
@@ -985,6 +1017,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             total_loss += optimizer_step(
                 accelerator, trained_module, batch, optimizer, scheduler, train_args.max_grad_norm, logits_to_keep=1
             )
+            if ema is not None and accelerator.sync_gradients:
+                ema.update_parameters(accelerator.unwrap_model(model))
             num_batches += 1
             if num_batches == 2:
                 _fault_point("train_step", epoch + 1)
@@ -996,7 +1030,9 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         state["train_seconds"] += seconds
 
         _fault_point("evaluation", epoch + 1)
-        results = evaluate_next_item(model, val_loader, popularity, "validation", accelerator, use_timestamps=has_time)
+        results = evaluate_next_item(
+            evaluated, val_loader, popularity, "validation", accelerator, use_timestamps=has_time
+        )
         value = results["exclude_seen"]["model"][metric]
         state["epoch"] = epoch + 1
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, metric: value, "seconds": seconds})
@@ -1012,7 +1048,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         )
 
         if improved:
-            _save_model(accelerator, model, tokenizer, checkpoints / "best", fault=("best_write", epoch + 1))
+            _save_model(accelerator, evaluated, tokenizer, checkpoints / "best", fault=("best_write", epoch + 1))
             if joint is not None:
                 _save_text_encoder_adapter(accelerator, joint, checkpoints / "best")
         state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - epoch_start
@@ -1068,6 +1104,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             "epochs_run": state["epoch"],
             "best_epoch": state["best_epoch"],
             f"best_validation_{metric}": state["best_metric"],
+            "ema_decay": ema_decay,
             "seconds_per_epoch_median": float(np.median(epoch_seconds)) if epoch_seconds else None,
             "time_to_best_epoch_s": state.get("time_to_best_s"),
             "wall_time_to_best_epoch_s": state.get("wall_time_to_best_s"),

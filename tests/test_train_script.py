@@ -118,3 +118,37 @@ def test_two_cpu_processes_under_accelerate_launch(tmp_path):
     # every user evaluated exactly once: gather_for_metrics drops the duplicates of an uneven last batch
     assert results["test"]["exclude_seen"]["model"]["num_users"] == 48
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_ema_is_on_by_default_and_changes_only_what_is_validated(runs, tmp_path):
+    """The default run (the fixture's, resumed exactly by the test above) validates and publishes the average of the
+    weights; with --ema_decay 0 the same training validates the weights themselves."""
+    plain = tmp_path / "plain"
+    _run("train.py", *TINY, "--ema_decay", "0", "--output_dir", str(plain))
+    averaged = json.loads((runs["full"] / "eval_results.json").read_text())["training"]
+    weights = json.loads((plain / "eval_results.json").read_text())["training"]
+    assert averaged["ema_decay"] == 0.99 and weights["ema_decay"] == 0.0
+    epochs = min(len(averaged["history"]), len(weights["history"]))
+    assert [h["train_loss"] for h in averaged["history"][:epochs]] == [
+        h["train_loss"] for h in weights["history"][:epochs]
+    ]
+    assert [h["ndcg@10"] for h in averaged["history"][:epochs]] != [h["ndcg@10"] for h in weights["history"][:epochs]]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--ema_decay", "1.0"], "must be in"),
+        (["--ema_decay", "0.9", "--task", "click"], "for --task next-item"),
+    ],
+)
+def test_ema_arguments_are_checked_before_any_data_is_read(extra, message):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "hub_scripts" / "train.py"), *TINY, "--output_dir", "unused", *extra],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert run.returncode != 0
+    assert message in run.stderr
