@@ -65,7 +65,7 @@ class InterestDropout(nn.Module):
         p (`float`): probability of dropping an element, in [0, 1).
     """
 
-    _LOW_WORDS = [0, 1, 2] if sys.byteorder == "little" else [1, 2, 3]  # the int16 views of the low 48 bits
+    _LOW_START = 0 if sys.byteorder == "little" else 1  # the first of the three int16 views of the low 48 bits
 
     def __init__(self, p: float):
         super().__init__()
@@ -82,8 +82,8 @@ class InterestDropout(nn.Module):
             return F.dropout(hidden_states, self.p, training=True)
         count = hidden_states.numel()
         words = torch.empty((count + 2) // 3, dtype=torch.int64).random_()
-        low = self._LOW_WORDS
-        draws = words.view(torch.int16).view(-1, 4)[:, low[0] : low[-1] + 1].reshape(-1)[:count]  # signed 16 bit
+        start = self._LOW_START
+        draws = words.view(torch.int16).view(-1, 4)[:, start : start + 3].reshape(-1)[:count]  # signed 16 bit
         keep = draws.view(hidden_states.shape) >= self.threshold - 32768
         return hidden_states * (keep.to(hidden_states.dtype) * self.scale)
 
@@ -336,10 +336,11 @@ class LongShortTermInterest(nn.Module):
         s_t: h_t attends over the items at t - window + 1 .. t (real ones, and t itself), in O(T * window). The
         states may cover the last positions only (`states_to_keep`): then so does the result.
         """
-        kept = causal_states.shape[1]
+        kept, width = causal_states.shape[1], self.window - 1
+        start = max(items.shape[1] - kept - width, 0)  # the kept positions' windows reach back no further
+        items, real = items[:, start:], real[:, start:]
         query = self._heads(self.short_term_query(causal_states))  # (B, Tq, nh, hd)
         key, value = self._heads(self.short_term_key(items)), self._heads(self.short_term_value(items))
-        width = self.window - 1
         # windows[b, t, ..., i] is position t - width + i (left-padded with zeros, which the mask leaves out)
         key = F.pad(key, (0, 0, 0, 0, width, 0)).unfold(1, self.window, 1)  # (B, T, nh, hd, window)
         value = F.pad(value, (0, 0, 0, 0, width, 0)).unfold(1, self.window, 1)
