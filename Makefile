@@ -7,6 +7,7 @@ setup:
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 test: lint
 	.venv/bin/python -m pytest -q

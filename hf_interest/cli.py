@@ -24,8 +24,8 @@ examples:
   hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
   hf-interest push runs/ml100k --repo_id ORG/NAME --private
 
-`hf-interest train --help` and `hf-interest evaluate --help` list every option with its default. For several
-processes or GPUs: accelerate launch -m hf_interest.hub_scripts.train ... (same options).
+`hf-interest train --help`, `hf-interest evaluate --help` and `hf-interest push --help` list every option with its
+default. For several processes or GPUs: accelerate launch -m hf_interest.training ... (same options).
 """
 
 # Errors a user can fix; anything else is a bug and keeps its traceback.
@@ -37,9 +37,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="hf-interest", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser(
-        "train", help="train a model (hub_scripts/train.py; see `hf-interest train --help`)", add_help=False
-    )
+    sub.add_parser("train", help="train a model (see `hf-interest train --help`)", add_help=False)
     sub.add_parser(
         "evaluate", help="evaluate a checkpoint on a split (see `hf-interest evaluate --help`)", add_help=False
     )
@@ -89,13 +87,8 @@ def _build_parser() -> argparse.ArgumentParser:
                           help=f"--dataset synthetic: the {name} it was trained with (default: {default})")  # fmt: skip
     traj.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
 
-    push = sub.add_parser("push", help="publish a run folder to the Hub (or --dry_run DIR)")
-    push.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
-    push.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
-    push.add_argument("--private", action="store_true", help="create the repository as private")
-    push.add_argument("--dry_run", metavar="DIR", help="write exactly the folder that would be uploaded, and list it")
-    push.add_argument("--license", default="apache-2.0", help="licence of the weights (default: apache-2.0)")
-    push.add_argument("--model_name", help="title of the model card (default: the repository name)")
+    sub.add_parser("push", help="publish a run folder to the Hub, or --dry_run DIR (see `hf-interest push --help`)",
+                   add_help=False)  # fmt: skip
 
     info = sub.add_parser("info", help="a checkpoint's config, vocabulary size, parameters and metrics")
     info.add_argument("model", help="a model folder or Hub repo id")
@@ -227,8 +220,8 @@ def _recommend(args) -> list[dict]:
 def _groups(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .data import load_named_dataset
     from .groups import describe_groups, discover_groups, group_migration, interest_vectors
-    from .training import load_named_dataset
 
     remote = args.trust_remote_code or None
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
@@ -295,6 +288,7 @@ def _trajectory(args) -> None:
     import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .data import load_named_dataset
     from .evolution import (
         category_distribution,
         category_interests,
@@ -302,7 +296,6 @@ def _trajectory(args) -> None:
         interest_trajectory,
         shuffled_trajectories,
     )
-    from .training import load_named_dataset
 
     if args.window is not None and args.window_seconds is not None:
         raise ValueError("Give --window (events) or --window_seconds, not both.")
@@ -385,15 +378,16 @@ def _trajectory(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # train and evaluate hand every option to their scripts, so their --help is the scripts' own.
-    if argv and argv[0] in ("train", "evaluate"):
-        from .hub_scripts import evaluate as evaluate_script
-        from .hub_scripts import train as train_script
-
-        script = train_script if argv[0] == "train" else evaluate_script
-        sys.argv = [f"hf-interest {argv[0]}", *argv[1:]]
+    # train, evaluate and push hand every option to the library's own command lines (those of hub_scripts/).
+    if argv and argv[0] in ("train", "evaluate", "push"):
+        if argv[0] == "train":
+            from .training import main as command
+        elif argv[0] == "evaluate":
+            from .training.evaluation import evaluate_main as command
+        else:
+            from .hub import push_main as command
         try:
-            script.main(argv[1:])
+            command(argv[1:], prog=f"hf-interest {argv[0]}")
         except USER_ERRORS as error:
             print(f"hf-interest {argv[0]}: error: {error}", file=sys.stderr)
             return 2
@@ -425,24 +419,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(info, indent=2))
             else:
                 _print_info(info)
-        elif args.command == "push":
-            from .hub import push_to_hub
-
-            result = push_to_hub(
-                args.run_dir,
-                args.repo_id,
-                private=args.private,
-                dry_run=args.dry_run,
-                license=args.license,
-                model_name=args.model_name,
-            )
-            if args.dry_run:
-                print(result.listing())
-                print(
-                    f"Dry run: nothing uploaded. `hf-interest push {args.run_dir} --repo_id {args.repo_id}` uploads it."
-                )
-            else:
-                print(f"Uploaded to https://huggingface.co/{args.repo_id} ({result})")
     except USER_ERRORS as error:
         print(f"hf-interest {args.command}: error: {error}", file=sys.stderr)
         return 2

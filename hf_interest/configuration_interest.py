@@ -45,8 +45,7 @@ class InterestConfig(PretrainedConfig):
             Longest history the model reads. Longer histories must be truncated to their newest events (the
             collator, the tokenizer and `recommend` do so).
         hidden_dropout_prob (`float`, defaults to 0.2):
-            Dropout on embeddings, attention output and feed-forward output (`InterestDropout`: on CPU the rate is
-            rounded to a multiple of 1/65536).
+            Dropout on embeddings, attention output and feed-forward output.
         attention_probs_dropout_prob (`float`, defaults to 0.0):
             Dropout on the attention probabilities. Off by default: on CPU, sampling a (batch, heads, seq, seq) mask
             made training steps about 1.4x slower (B=128, T=200, 2 cores) for no measured gain on MovieLens-100K.

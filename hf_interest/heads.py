@@ -293,6 +293,23 @@ def format_forecast_table(metrics: Mapping, oracle: Mapping | None = None) -> st
 
 
 @torch.no_grad()
+def format_head_results(task: str, results: dict) -> str:
+    """The test results of a head beside its baseline, headed by the protocol."""
+    if task == "forecast":
+        return format_forecast_table(results)
+    lines = [
+        f"protocol: {results['protocol']}; labels: {results.get('labels', '')}",
+        f"{'':28s} {'AUC':>7s} {'log loss':>9s} {'examples':>9s} {'click rate':>10s}",
+    ]
+    for name, key in (("model", "model"), ("logistic regression on pop.", "popularity_lr")):
+        values = results[key]
+        lines.append(
+            f"{name:28s} {values['auc']:7.4f} {values['log_loss']:9.4f} {values['num_examples']:9d} "
+            f"{values['positive_rate']:10.4f}"
+        )
+    return "\n".join(lines)
+
+
 def evaluate_click(model, dataloader, baseline, split: str = "test", use_timestamps: bool = True) -> dict:
     """
     Click metrics (AUC, log loss) of an `InterestForClickPrediction` on a `DataCollatorForClick(mode="eval")`
@@ -345,6 +362,7 @@ __all__ = [
     "evaluate_click",
     "evaluate_forecast",
     "format_forecast_table",
+    "format_head_results",
     "FORECAST_BASELINES",
     "tune_forecast_baselines",
     "forecast_protocol",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 
-from .model_card import load_eval_results, render_model_card
+from .model_card import HEAD_AUTO_CLASSES, HEAD_CLASSES, head_model_card, load_eval_results, render_model_card
 from .tokenization_interest import SPECIAL_TOKENS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -47,18 +47,6 @@ class UploadFolder:
             lines.append(f"  {name}  ({(self.path / name).stat().st_size:,} bytes)")
         lines.extend(f"  note: {fix}" for fix in self.fixes)
         return "\n".join(lines)
-
-
-HEAD_CLASSES = {
-    "click-prediction": "InterestForClickPrediction",
-    "interest-forecasting": "InterestForInterestForecasting",
-}
-# The Auto class each head loads with (registered in hf_interest/__init__.py); a head checkpoint's auto_map gets it
-# instead of AutoModelForCausalLM, which would load the backbone under an untrained next-item head.
-HEAD_AUTO_CLASSES = {
-    "InterestForClickPrediction": "AutoModelForSequenceClassification",
-    "InterestForInterestForecasting": "AutoModelForTokenClassification",
-}
 
 
 def read_json_file(path: Path):
@@ -196,10 +184,9 @@ def prepare_upload_folder(
     # the usage example in the card uses real item ids of this model
     example = [item for item in vocabulary or [] if item not in SPECIAL_TOKENS][:3] or None
     if eval_results.get("task") in HEAD_CLASSES:  # a click or forecasting head: its own card, from its own results
-        from .head_training import head_model_card
-
-        card_text = head_model_card(eval_results, HEAD_CLASSES[eval_results["task"]]).replace("'PATH'", f"'{repo_id}'")
-        (output_dir / "README.md").write_text(card_text, encoding="utf-8")
+        head_model_card(eval_results, HEAD_CLASSES[eval_results["task"]], repo_id=repo_id).save(
+            output_dir / "README.md"
+        )
     else:
         card = render_model_card(
             eval_results, repo_id=repo_id, model_name=model_name, license=license, example_history=example
@@ -252,4 +239,38 @@ def push_to_hub(
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["UploadFolder", "prepare_upload_folder", "push_to_hub"]
+def push_main(argv: list[str] | None = None, prog: str | None = None) -> UploadFolder | str:
+    """The command line of `hub_scripts/push_to_hub.py` and `hf-interest push` (`push_to_hub` with its options)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Publish a run folder to the Hugging Face Hub, or write the upload folder with --dry_run DIR.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
+    parser.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument(
+        "--dry_run", metavar="DIR", help="write exactly the folder that would be uploaded, and list it"
+    )
+    parser.add_argument("--license", default="apache-2.0", help="licence of the weights (default: apache-2.0)")
+    parser.add_argument("--model_name", help="title of the model card (default: the repository name)")
+    args = parser.parse_args(argv)
+    result = push_to_hub(
+        args.run_dir,
+        args.repo_id,
+        private=args.private,
+        dry_run=args.dry_run,
+        license=args.license,
+        model_name=args.model_name,
+    )
+    if args.dry_run:
+        print(result.listing())
+        print(f"Dry run: nothing uploaded. `hf-interest push {args.run_dir} --repo_id {args.repo_id}` uploads it.")
+    else:
+        print(f"Uploaded to https://huggingface.co/{args.repo_id} ({result})")
+    return result
+
+
+__all__ = ["UploadFolder", "prepare_upload_folder", "push_main", "push_to_hub"]

@@ -1,7 +1,9 @@
-"""Model cards rendered from a run's `eval_results.json` with `huggingface_hub.ModelCard.from_template`.
+"""Every model card, rendered from a run's `eval_results.json` with `huggingface_hub.ModelCard.from_template` and the
+templates in `model_cards/` (shipped as `hf_interest.model_cards`): the next-item model (`render_model_card`), the
+click and forecasting heads (`head_model_card`), and the section a LoRA update adds (`lora_card_section`).
 
-The card's YAML metadata carries a `model-index` with the real test metrics (so the Hub shows them), and its body
-carries the protocol line and the popularity baseline beside every number.
+The next-item card's YAML metadata carries a `model-index` with the real test metrics (so the Hub shows them), and
+its body carries the protocol line and the popularity baseline beside every number.
 """
 
 from __future__ import annotations
@@ -11,16 +13,32 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
+import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .heads import format_head_results
+
 TEMPLATE_NAME = "interest_model_card.md"
+HEAD_TEMPLATE_NAME = "head_model_card.md"
+LORA_TEMPLATE_NAME = "lora_card_section.md"
+# The task name in eval_results.json -> the head class a head checkpoint holds.
+HEAD_CLASSES = {
+    "click-prediction": "InterestForClickPrediction",
+    "interest-forecasting": "InterestForInterestForecasting",
+}
+# The Auto class each head loads with (registered in hf_interest/__init__.py); a head checkpoint's auto_map gets it
+# instead of AutoModelForCausalLM.
+HEAD_AUTO_CLASSES = {
+    "InterestForClickPrediction": "AutoModelForSequenceClassification",
+    "InterestForInterestForecasting": "AutoModelForTokenClassification",
+}
 CARD_METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10")
 TASK_TYPE = "next-item-recommendation"
 
 
-def template_path() -> Path:
-    """Path of the card template shipped as `hf_interest.model_cards` (the repository's `model_cards/`)."""
-    return Path(str(resources.files("hf_interest.model_cards").joinpath(TEMPLATE_NAME)))
+def template_path(name: str = TEMPLATE_NAME) -> Path:
+    """Path of a card template shipped as `hf_interest.model_cards` (the repository's `model_cards/`)."""
+    return Path(str(resources.files("hf_interest.model_cards").joinpath(name)))
 
 
 def load_eval_results(run_dir: str | Path) -> dict:
@@ -144,4 +162,69 @@ def render_model_card(
     )
 
 
-__all__ = ["load_eval_results", "render_model_card", "template_path"]
+def head_model_card(eval_results: Mapping, class_name: str, repo_id: str = "PATH") -> ModelCard:
+    """
+    The card of a click-prediction or forecasting head: what it predicts, how to load it, its measured test results
+    beside its baseline.
+
+    Args:
+        eval_results (`Mapping`): the run's `eval_results.json`.
+        class_name (`str`): `"InterestForClickPrediction"` or `"InterestForInterestForecasting"`.
+        repo_id (`str`): the repository (or folder) named in the loading example.
+
+    Returns:
+        `huggingface_hub.ModelCard`.
+    """
+    task = eval_results["task"]
+    task_flag = "forecast" if task == "interest-forecasting" else "click"
+    card_data = ModelCardData(library_name="transformers", tags=["recommender-systems", "hf-interest", task])
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path(HEAD_TEMPLATE_NAME)),
+        class_name=class_name,
+        task=task,
+        task_flag=task_flag,
+        auto_class=HEAD_AUTO_CLASSES[class_name],
+        repo_id=repo_id,
+        dataset_name=eval_results["dataset"]["name"],
+        split=eval_results["dataset"]["split"],
+        results_table=format_head_results(task_flag, eval_results["test"]),
+    )
+
+
+def lora_card_section(lora: Mapping, adapter: bool) -> str:
+    """
+    The card section of a LoRA update: the adapter folder (`adapter=True`: what it holds, how to load it over its
+    base) or the merged model (`adapter=False`).
+
+    Args:
+        lora (`Mapping`): the `lora` block of `eval_results.json`.
+        adapter (`bool`): the section for the adapter folder rather than for `merged/`.
+
+    Returns:
+        `str`: markdown to append to the card's text.
+    """
+    settings = (
+        f"LoRA (peft) with r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']} on "
+        f"{', '.join(lora['target_modules'])}"
+        + (
+            f"; trained in full and saved with it: {', '.join(lora['modules_to_save'])}"
+            if lora["modules_to_save"]
+            else ""
+        )
+        + f". Trainable parameters: {lora['trainable_parameters']:,} of {lora['total_parameters']:,}; adapter file: "
+        f"{lora['adapter_size_bytes']:,} bytes. Base model: `{lora['base_model']}`."
+    )
+    template = jinja2.Template(template_path(LORA_TEMPLATE_NAME).read_text(encoding="utf-8"))
+    return template.render(adapter=adapter, settings=settings, base_model=lora["base_model"])
+
+
+__all__ = [
+    "HEAD_AUTO_CLASSES",
+    "HEAD_CLASSES",
+    "head_model_card",
+    "load_eval_results",
+    "lora_card_section",
+    "render_model_card",
+    "template_path",
+]

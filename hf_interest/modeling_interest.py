@@ -25,7 +25,6 @@ loads with `trust_remote_code=True` where `hf_interest` is not installed.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -47,48 +46,6 @@ logger = logging.get_logger(__name__)
 # text tower can also adapt "text_projection" (an nn.Linear: LoRA on it moves every item, new ones included); with
 # item_representation="text", item_head holds only the per-item bias (`InterestItemBias`): modules_to_save, not LoRA.
 DEFAULT_LORA_TARGET_MODULES = ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
-
-
-class InterestDropout(nn.Module):
-    """
-    Inverted dropout, as `nn.Dropout`, with a cheaper random mask on CPU.
-
-    PyTorch's CPU dropout draws one Bernoulli number per element from the global generator, serially; on a small
-    model that is a fifth of a training step. Here one 64-bit random word gives three 16-bit uniforms (the low 48
-    bits; `random_` leaves the top bit of an int64 at zero), so the generator runs a third as often and the rest is
-    a comparison and a product. An element is dropped with probability `round(p * 65536) / 65536` (within 8e-6 of
-    `p`) and the kept ones are scaled by the exact inverse of the keep probability, so the expectation is unchanged.
-    Draws come from the global generator: `torch.manual_seed` makes them reproducible. Other devices use
-    `F.dropout` (their generators are fast).
-
-    Args:
-        p (`float`): probability of dropping an element, in [0, 1).
-    """
-
-    _LOW_START = 0 if sys.byteorder == "little" else 1  # the first of the three int16 views of the low 48 bits
-
-    def __init__(self, p: float):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}.")
-        self.p = p
-        self.threshold = round(p * 65536)  # drop when the unsigned 16-bit draw is below this
-        self.scale = 65536 / (65536 - self.threshold)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return hidden_states
-        if hidden_states.device.type != "cpu":
-            return F.dropout(hidden_states, self.p, training=True)
-        count = hidden_states.numel()
-        words = torch.empty((count + 2) // 3, dtype=torch.int64).random_()
-        start = self._LOW_START
-        draws = words.view(torch.int16).view(-1, 4)[:, start : start + 3].reshape(-1)[:count]  # signed 16 bit
-        keep = draws.view(hidden_states.shape) >= self.threshold - 32768
-        return hidden_states * (keep.to(hidden_states.dtype) * self.scale)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 @dataclass
@@ -258,7 +215,7 @@ class InterestLayer(nn.Module):
         self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
         self.activation = ACT2FN[config.hidden_act]
         self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = InterestDropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
         self,
@@ -408,35 +365,13 @@ class InterestItemBias(nn.Module):
         return self.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (..., N)
 
 
-class _ExcludedCrossEntropy(torch.autograd.Function):
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
     """
-    Per-row cross-entropy of `logits` `(M, N)` against `targets` `(M,)` with the entries where `excluded` (a bool
-    tensor broadcastable to `(M, N)`) is True left out of the softmax: the values and gradients of
-    `F.cross_entropy(logits.masked_fill(excluded, -inf), targets, reduction="none")`, with fewer passes over the
-    largest tensor of a training step. The backward pass is `softmax - one_hot` straight from the saved log-
-    probabilities (excluded entries have probability zero, so they need no mask), where autograd would fill a dense
-    zero one-hot, run the log-softmax backward and then mask the gradient again.
-
-    `logits` is overwritten with the masked values (hence `mark_dirty`): pass a fresh tensor nothing else reads, such
-    as the output of the output projection. The second output is that tensor, not differentiable.
+    Per-row cross-entropy of `logits` `(M, N)` against `targets` `(M,)`, the entries where `excluded` (bool,
+    broadcastable to `(M, N)`) is True left out of the softmax. Training may swap in a fused kernel with the same
+    values and gradients (`hf_interest.training.kernels`).
     """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor):
-        logits.masked_fill_(excluded, float("-inf"))
-        log_probs = torch.log_softmax(logits, dim=-1)
-        ctx.save_for_backward(log_probs, targets)
-        ctx.mark_dirty(logits)
-        ctx.mark_non_differentiable(logits)
-        return -log_probs.gather(1, targets[:, None]).squeeze(1), logits
-
-    @staticmethod
-    def backward(ctx, grad_losses: torch.Tensor, _grad_logits):
-        log_probs, targets = ctx.saved_tensors
-        grad = log_probs.exp()
-        rows = torch.arange(targets.numel(), device=grad.device)
-        grad[rows, targets] -= 1.0
-        return grad.mul_(grad_losses[:, None]), None, None
+    return F.cross_entropy(logits.masked_fill(excluded, float("-inf")), targets, reduction="none")
 
 
 def _is_compiling() -> bool:
@@ -629,7 +564,7 @@ class InterestModel(InterestPreTrainedModel):
         self.time_gap_embeddings = (
             nn.Embedding(config.num_time_buckets, config.hidden_size) if config.use_time_gaps else None
         )
-        self.embedding_dropout = InterestDropout(config.hidden_dropout_prob)
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.layers = nn.ModuleList([InterestLayer(config) for _ in range(config.num_hidden_layers)])
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.long_short_term = (
@@ -852,6 +787,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
     """
 
     _tied_weights_keys = {"item_head.weight": "model.item_embeddings.weight"}
+    # The full-softmax loss with excluded items; training on CPU swaps in a fused kernel with the same values and
+    # gradients (`hf_interest.training.kernels`).
+    masked_cross_entropy = staticmethod(masked_cross_entropy)
 
     def __init__(self, config: InterestConfig):
         super().__init__(config)
@@ -1083,9 +1021,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             if seen_from is not None:
                 excluded = self._seen_before(*seen_from) | excluded  # (M, N)
                 excluded[torch.arange(targets.numel(), device=logits.device), targets] = False
-            # Fused and in place: the logits are a fresh (M, N) tensor that nothing else reads (addmm's backward does
-            # not need its output).
-            losses, _ = _ExcludedCrossEntropy.apply(logits, targets, excluded)
+            losses = self.masked_cross_entropy(logits, targets, excluded)  # (M,)
         else:
             losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep)
         if num_items_in_batch is not None:
@@ -1632,7 +1568,7 @@ class InterestForClickPrediction(InterestPreTrainedModel):
         self.target_key = nn.Linear(hidden, hidden)
         self.click_mlp_in = nn.Linear(5 * hidden, config.click_hidden_size)
         self.click_activation = ACT2FN[config.hidden_act]
-        self.click_dropout = InterestDropout(config.hidden_dropout_prob)
+        self.click_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.click_mlp_out = nn.Linear(config.click_hidden_size, 1)
         self.click_item_bias = InterestItemBias(config.num_items)
         self.post_init()

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import sys
 
-from hf_interest.cli import main
+from hf_interest.hub import push_main
 
 if __name__ == "__main__":
-    sys.exit(main(["push", *sys.argv[1:]]))
+    try:
+        push_main()
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:  # a user's mistake: one line
+        sys.exit(f"push_to_hub.py: error: {error}")

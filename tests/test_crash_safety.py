@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARGS = tiny_train_args(40, 8, 4, "--early_stopping_patience", "10")
 
 
-def _train(output_dir: Path, *extra: str, fault: str | None = None, token: str | None = None):
+def _train(output_dir: Path, *extra: str, fault: str | None = None, token: str | None = None, args=ARGS):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     env.pop("HF_INTEREST_FAULT_INJECTION", None)
     if fault:
@@ -22,7 +22,7 @@ def _train(output_dir: Path, *extra: str, fault: str | None = None, token: str |
     if token:
         env["HF_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, str(ROOT / "hub_scripts" / "train.py"), *ARGS, "--output_dir", str(output_dir), *extra],
+        [sys.executable, str(ROOT / "hub_scripts" / "train.py"), *args, "--output_dir", str(output_dir), *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -70,6 +70,35 @@ def test_kill_then_resume_gives_the_uninterrupted_result(reference, tmp_path, fa
     assert _strip(got["training"]["history"]) == _strip(expected["training"]["history"])
     assert (folder / "model.safetensors").read_bytes() == expected_weights
     assert not list(checkpoints.glob(".*.tmp")) and not list(checkpoints.glob("*.old"))
+
+
+HEAD_ARGS = {
+    "click": tiny_train_args(40, 8, 3, "--task", "click", "--click_labels", "sampled"),
+    "forecast": tiny_train_args(40, 8, 3, "--task", "forecast"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "fault"), [("click", "train_step@2"), ("forecast", "checkpoint_write@2")])
+def test_a_head_run_killed_then_resumed_gives_the_uninterrupted_result(tmp_path, task, fault):
+    """The heads train through the same loop: checkpoints, atomic writes and resume hold for them too."""
+    reference = tmp_path / "reference"
+    run = _train(reference, args=HEAD_ARGS[task])
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = tmp_path / "run"
+    killed = _train(folder, fault=fault, args=HEAD_ARGS[task])
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    assert not (folder / "eval_results.json").exists()
+    resumed = _train(folder, "--resume_from_checkpoint", "latest", args=HEAD_ARGS[task])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed from" in resumed.stdout
+    expected = json.loads((reference / "eval_results.json").read_text())
+    got = json.loads((folder / "eval_results.json").read_text())
+    assert got["task"] == expected["task"] == {"click": "click-prediction", "forecast": "interest-forecasting"}[task]
+    assert got["test"] == expected["test"] and got["validation"] == expected["validation"]
+    assert _strip(got["training"]["history"]) == _strip(expected["training"]["history"])
+    assert (folder / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert not list((folder / "checkpoints").glob(".*.tmp"))
 
 
 def test_resume_after_early_stopping_goes_straight_to_the_test(tmp_path):

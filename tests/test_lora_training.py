@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 from tiny import tiny_train_args
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
-from hf_interest.data import DataCollatorForInterest
-from hf_interest.hub_scripts import train as train_script
-from hf_interest.training import TargetsFromCollator, filter_eval_targets, load_named_dataset
+from hf_interest.data import DataCollatorForInterest, load_named_dataset
+from hf_interest.training import TargetsFromCollator, TrainArguments, filter_eval_targets
+from hf_interest.training import main as train_main
+from hf_interest.training.adapters import add_lora
 
 LORA = ("--lora_r", "4", "--lora_alpha", "8", "--lora_modules_to_save", "item_head", "--learning_rate", "0.01")
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def _train(*extra: str) -> tuple[dict, str]:
     """One tiny run of train.py's `main` in this process (no interpreter start-up: about a second)."""
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
-        results = train_script.main(tiny_train_args(40, 16, 2, *extra))
+        results = train_main(tiny_train_args(40, 16, 2, *extra))
     return results, log.getvalue()
 
 
@@ -231,11 +232,11 @@ def test_lora_on_the_head_is_refused_with_the_sampled_softmax():
 
     config = InterestConfig(num_items=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                             intermediate_size=16, loss_type="sampled_softmax", num_negative_samples=4)  # fmt: skip
-    args = train_script.TrainArguments(lora_r=2, lora_target_modules="query,item_head")
+    args = TrainArguments(lora_r=2, lora_target_modules="query,item_head")
     with pytest.raises(ValueError, match="sampled-softmax"):
-        train_script.add_lora(InterestForNextItemPrediction(config), args)
-    args = train_script.TrainArguments(lora_r=2, lora_modules_to_save="item_head")  # the supported way
-    model = train_script.add_lora(InterestForNextItemPrediction(config), args)
+        add_lora(InterestForNextItemPrediction(config), args)
+    args = TrainArguments(lora_r=2, lora_modules_to_save="item_head")  # the supported way
+    model = add_lora(InterestForNextItemPrediction(config), args)
     assert (
         model.base_model.model.item_head.weight is model.base_model.model.item_head.modules_to_save["default"].weight
     )

@@ -176,13 +176,8 @@ def test_train_script_text_encoder_lora(tmp_path, tiny_text_encoder):
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer_config.json").is_file()
     # the saved buffer is the adapted encoder's encoding of the items (the best epoch's adapter is the one saved)
     from hf_interest import ItemTokenizer
-
-    sys.path.insert(0, str(ROOT))
-    try:
-        from hub_scripts.train import DataArguments, load_data
-    finally:
-        sys.path.remove(str(ROOT))
     from hf_interest.text_encoding import item_texts
+    from hf_interest.training import DataArguments, load_data
 
     data = load_data(DataArguments(dataset="synthetic", synthetic_num_users=40, synthetic_num_items=30, max_length=24))
     model = InterestForNextItemPrediction.from_pretrained(out)

@@ -435,11 +435,8 @@ def test_lora_on_the_text_projection_and_a_saved_bias_copy_take_effect():
 
 
 def test_train_script_text_tower_with_excluded_items_then_cold_start(tmp_path, tiny_text_encoder):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from hub_scripts.train import DataArguments, exclude_items, load_data
-    finally:
-        sys.path.remove(str(ROOT))
+    from hf_interest.training import DataArguments, exclude_items, load_data
+
     data = load_data(DataArguments(dataset="synthetic", synthetic_num_users=40, synthetic_num_items=30))
     excluded = data.item_ids[:3]  # the three most popular: plenty of events to remove
     kept, counts = exclude_items(data, excluded)

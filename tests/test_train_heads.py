@@ -32,7 +32,8 @@ from hf_interest.heads import (
     whole_sequences,
 )
 from hf_interest.hub import prepare_upload_folder
-from hf_interest.hub_scripts import train as train_script
+from hf_interest.training import DataArguments, TrainArguments, check_arguments, load_data
+from hf_interest.training import main as train_main
 
 FORECAST_K = 3
 METRIC_KEYS = {"cross_entropy", "kl_divergence", "top_category_accuracy", "n"}
@@ -42,7 +43,7 @@ def _train(*args: str) -> tuple[dict, str]:
     """One run of train.py's `main` in this process, its printed log captured."""
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
-        results = train_script.main(list(args))
+        results = train_main(list(args))
     return results, log.getvalue()
 
 
@@ -116,10 +117,8 @@ def test_forecast_run_test_metrics_are_reproduced_from_the_saved_folder(forecast
     stored = json.loads((folder / "eval_results.json").read_text())["test"]
     model = InterestForInterestForecasting.from_pretrained(folder)
     tokenizer = ItemTokenizer.from_pretrained(folder)
-    data_args = train_script.DataArguments(
-        dataset="synthetic", synthetic_num_users=60, synthetic_num_items=30, max_length=24
-    )
-    data = train_script.load_data(data_args, task="forecast")
+    data_args = DataArguments(dataset="synthetic", synthetic_num_users=60, synthetic_num_items=30, max_length=24)
+    data = load_data(data_args, task="forecast")
     encoded, unknown = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
     assert unknown == 0
     collator = DataCollatorForInterest(
@@ -233,7 +232,7 @@ def test_click_with_ratings_on_data_without_ratings_says_what_to_do(tmp_path):
         _train(*args, "--output_dir", str(tmp_path / "run"))
 
 
-# check_task_arguments -------------------------------------------------------------------------------------------------
+# check_arguments ------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("task", ["click", "forecast"])
@@ -242,34 +241,31 @@ def test_click_with_ratings_on_data_without_ratings_says_what_to_do(tmp_path):
     [
         ("init_from", "x", "--init_from"),
         ("lora_r", 4, "--lora_r"),
-        ("resume_from_checkpoint", "latest", "--resume_from_checkpoint"),
         ("targets_from", "2024-06-01", "--targets_from"),
         ("text_encoder_lora_r", 2, "--text_encoder_lora_r"),
     ],
 )
 def test_heads_refuse_next_item_only_flags(task, field, value, flag):
-    train_args = train_script.TrainArguments(task=task, **{field: value})
+    train_args = TrainArguments(task=task, **{field: value})
     with pytest.raises(ValueError, match=rf"--task {task} trains a head from scratch; {flag}\b"):
-        train_script.check_task_arguments(train_script.DataArguments(), train_args)
+        check_arguments(DataArguments(), train_args)
 
 
 def test_heads_refuse_exclude_items_and_name_every_flag_given():
-    data_args = train_script.DataArguments(exclude_items_file="items.txt")
-    train_args = train_script.TrainArguments(task="click", init_from="x", lora_r=2)
+    data_args = DataArguments(exclude_items_file="items.txt")
+    train_args = TrainArguments(task="click", init_from="x", lora_r=2)
     with pytest.raises(ValueError, match=r"--init_from, --lora_r, --exclude_items_file apply to next-item"):
-        train_script.check_task_arguments(data_args, train_args)
+        check_arguments(data_args, train_args)
 
 
 def test_unknown_task_and_click_labels_are_refused():
     with pytest.raises(ValueError, match=r"--task must be one of \('next-item', 'click', 'forecast'\), got 'ranking'"):
-        train_script.check_task_arguments(train_script.DataArguments(), train_script.TrainArguments(task="ranking"))
+        TrainArguments(task="ranking")
     with pytest.raises(ValueError, match=r"--click_labels must be 'ratings' or 'sampled', got 'stars'"):
-        train_script.check_task_arguments(
-            train_script.DataArguments(click_labels="stars"), train_script.TrainArguments(task="click")
-        )
+        DataArguments(click_labels="stars")
     # next-item keeps every update flag; the heads accept a plain run
-    train_script.check_task_arguments(train_script.DataArguments(), train_script.TrainArguments(init_from="x"))
-    train_script.check_task_arguments(train_script.DataArguments(), train_script.TrainArguments(task="forecast"))
+    check_arguments(DataArguments(), TrainArguments(targets_from="2024-06-01"))
+    check_arguments(DataArguments(), TrainArguments(task="forecast"))
 
 
 @pytest.mark.parametrize("flags", [("--lora_r", "4"), ("--init_from", "no/such/folder")])
@@ -512,10 +508,10 @@ def test_a_forecasting_run_prepares_for_the_hub_with_its_own_card(forecast_run, 
 
 
 def test_evaluate_script_names_a_head_checkpoint_and_where_its_results_are(forecast_run):
-    from hf_interest.hub_scripts import evaluate as evaluate_script
+    from hf_interest.training.evaluation import evaluate_main
 
     with pytest.raises(ValueError, match="InterestForInterestForecasting checkpoint.*eval_results.json"):
-        evaluate_script.main([str(forecast_run["folder"])])
+        evaluate_main([str(forecast_run["folder"])])
     assert forecast_run["results"]["arguments"]["train"]["task"] == "forecast"
 
 

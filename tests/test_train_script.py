@@ -67,7 +67,7 @@ def test_run_folder_is_push_ready(runs):
 def test_tied_weights_warning_is_silenced_and_nothing_else(runs):
     import logging
 
-    from hub_scripts.train import _TiedWeightsSaveFilter
+    from hf_interest.training.checkpointing import TiedWeightsSaveFilter
 
     # accelerate warned at every checkpoint that the (deliberately tied) head weight was not written separately
     assert "Removed shared tensor" not in runs["full_stderr"] + runs["full_log"]
@@ -76,7 +76,7 @@ def test_tied_weights_warning_is_silenced_and_nothing_else(runs):
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord("accelerate.utils.other", logging.WARNING, __file__, 1, message, None, None)
 
-    keep = _TiedWeightsSaveFilter().filter
+    keep = TiedWeightsSaveFilter().filter
     assert not keep(record("[RANK 0] Removed shared tensor {'item_head.weight'} while saving. This should be OK"))
     assert keep(record("Removed shared tensor {'model.other.weight'} while saving. This should be OK"))
     assert keep(record("some other accelerate warning"))
@@ -139,7 +139,8 @@ def test_ema_is_on_by_default_and_changes_only_what_is_validated(runs, tmp_path)
     "extra,message",
     [
         (["--ema_decay", "1.0"], "must be in"),
-        (["--ema_decay", "0.9", "--task", "click"], "for --task next-item"),
+        (["--ema_decay", "0.9", "--lora_r", "2"], "does not combine with --lora_r"),
+        (["--learning_rat", "0.1"], "not used by the HfArgumentParser: ['--learning_rat'"),
     ],
 )
 def test_ema_arguments_are_checked_before_any_data_is_read(extra, message):

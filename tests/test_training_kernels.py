@@ -1,35 +1,47 @@
-"""Tests of the two training-speed pieces of the model file: `InterestDropout` (a cheaper CPU dropout mask) and
-`_ExcludedCrossEntropy` (the fused full-softmax loss with excluded items). Each must behave exactly as the plain
-PyTorch code it replaces, up to the documented rounding of the dropout rate."""
+"""Tests of the CPU training kernels (`hf_interest.training.kernels`) that training applies to the plain model:
+`FastCPUDropout` (a cheaper CPU dropout mask) and `ExcludedCrossEntropy` (the fused full-softmax loss with excluded
+items). Each must behave exactly as the plain PyTorch code of the model file it replaces, up to the documented
+rounding of the dropout rate; a patched model must train, save and load as the plain one."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction
-from hf_interest.modeling_interest import InterestDropout, _ExcludedCrossEntropy
+from hf_interest.training.kernels import (
+    ExcludedCrossEntropy,
+    FastCPUDropout,
+    apply_cpu_training_kernels,
+    fused_masked_cross_entropy,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dropout_is_the_identity_in_eval_mode_and_at_zero_rate():
     x = torch.randn(4, 5, 6)
-    dropout = InterestDropout(0.3).eval()
+    dropout = FastCPUDropout(0.3).eval()
     assert dropout(x) is x
-    assert InterestDropout(0.0).train()(x) is x
+    assert FastCPUDropout(0.0).train()(x) is x
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
 def test_dropout_rejects_rates_outside_zero_one(p):
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        InterestDropout(p)
+        FastCPUDropout(p)
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
 def test_dropout_rate_scale_and_every_16_bit_slice(p):
     torch.manual_seed(0)
     count = 3 * 400_000
-    out = InterestDropout(p).train()(torch.ones(count))
+    out = FastCPUDropout(p).train()(torch.ones(count))
     threshold = round(p * 65536)
     keep_prob = 1 - threshold / 65536
     assert abs(threshold / 65536 - p) < 1e-5
@@ -49,7 +61,7 @@ def test_dropout_rate_scale_and_every_16_bit_slice(p):
 
 def test_dropout_is_reproducible_by_seed_and_gradient_uses_the_same_mask():
     x = torch.randn(7, 11, 13, requires_grad=True)
-    dropout = InterestDropout(0.25).train()
+    dropout = FastCPUDropout(0.25).train()
     torch.manual_seed(3)
     first = dropout(x)
     torch.manual_seed(3)
@@ -67,12 +79,12 @@ def test_dropout_is_reproducible_by_seed_and_gradient_uses_the_same_mask():
 def test_dropout_handles_non_contiguous_and_odd_sized_inputs():
     torch.manual_seed(0)
     x = torch.randn(5, 8, 3).transpose(0, 1)  # 120 elements, not contiguous
-    out = InterestDropout(0.5).train()(x)
+    out = FastCPUDropout(0.5).train()(x)
     assert out.shape == x.shape
     kept = out != 0
     assert torch.allclose(out[kept], 2 * x[kept])
-    assert InterestDropout(0.5).train()(torch.randn(0, 4)).shape == (0, 4)
-    assert InterestDropout(0.5).train()(torch.ones(1)).shape == (1,)
+    assert FastCPUDropout(0.5).train()(torch.randn(0, 4)).shape == (0, 4)
+    assert FastCPUDropout(0.5).train()(torch.ones(1)).shape == (1,)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -92,7 +104,7 @@ def test_excluded_cross_entropy_equals_masked_cross_entropy(dtype):
     hidden.grad = weight.grad = None
 
     logits = hidden @ weight.T
-    losses, overwritten = _ExcludedCrossEntropy.apply(logits, targets, excluded)
+    losses, overwritten = ExcludedCrossEntropy.apply(logits, targets, excluded)
     (losses * row_weights).sum().backward()
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     assert torch.allclose(losses, expected, atol=tolerance)
@@ -110,19 +122,24 @@ def test_excluded_cross_entropy_gradcheck_with_a_broadcast_mask():
     excluded = torch.arange(9) < 3  # (N,): special tokens only, broadcast over rows
 
     def losses(h):
-        return _ExcludedCrossEntropy.apply(h @ weight.T, targets, excluded)[0]
+        return ExcludedCrossEntropy.apply(h @ weight.T, targets, excluded)[0]
 
     assert torch.autograd.gradcheck(losses, (hidden,))
 
 
-def test_model_loss_and_gradients_equal_the_unfused_reference():
-    """The model's full-softmax loss with loss_exclude_seen, against the loss written out with F.cross_entropy."""
+@pytest.mark.parametrize("kernels", [False, True])
+def test_model_loss_and_gradients_equal_the_unfused_reference(kernels):
+    """The model's full-softmax loss with loss_exclude_seen, plain and with the fused kernel applied, against the loss
+    written out with F.cross_entropy."""
     torch.manual_seed(0)
     config = InterestConfig(
         num_items=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
         max_position_embeddings=12, hidden_dropout_prob=0.0,
     )  # fmt: skip
     model = InterestForNextItemPrediction(config).train()
+    if kernels:
+        assert apply_cpu_training_kernels(model) == {"dropout": 2, "loss": 1}  # the embeddings' and the layer's
+        assert model.masked_cross_entropy is fused_masked_cross_entropy
     input_ids = torch.randint(3, 40, (3, 12))
     input_ids[0, :4] = 0  # left padding
     input_ids[1, 5] = input_ids[1, 2]  # a repeated item: seen before its second occurrence
@@ -150,18 +167,49 @@ def test_model_loss_and_gradients_equal_the_unfused_reference():
         assert torch.allclose(grad, model.get_parameter(name).grad, atol=1e-6), name
 
 
-def test_step_benchmark_times_every_variant_and_restores_the_shipped_code():
-    """hub_scripts/benchmark_step.py swaps the model file's pieces for their references: it must put them back."""
-    from hf_interest import modeling_interest
-    from hub_scripts import benchmark_step
+def test_patched_model_trains_like_the_plain_one_and_saves_a_plain_model(tmp_path):
+    """The kernels change how a step is computed, not what the model is: the same seed gives the same loss at
+    dropout 0 and the same eval outputs; a checkpoint saved from a patched model loads as the plain model."""
+    config = InterestConfig(
+        num_items=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=12, hidden_dropout_prob=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    plain = InterestForNextItemPrediction(config).train()
+    torch.manual_seed(0)
+    patched = InterestForNextItemPrediction(config).train()
+    patched_count = apply_cpu_training_kernels(patched)
+    assert patched_count["dropout"] == sum(isinstance(m, nn.Dropout) for m in plain.modules()) > 0
+    assert all(type(m) is FastCPUDropout for m in patched.modules() if isinstance(m, nn.Dropout))
+    input_ids = torch.randint(3, 40, (4, 12))
+    labels = torch.cat([input_ids[:, 1:], torch.randint(3, 40, (4, 1))], dim=1)
+    for model in (plain, patched):
+        model(input_ids=input_ids, labels=labels).loss.backward()
+    for (name, a), b in zip(plain.named_parameters(), patched.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    patched.save_pretrained(tmp_path)
+    reloaded = InterestForNextItemPrediction.from_pretrained(tmp_path).eval()
+    assert not any(type(m) is FastCPUDropout for m in reloaded.modules())
+    assert "masked_cross_entropy" not in vars(reloaded)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=input_ids).logits, patched.eval()(input_ids=input_ids).logits)
+    # only what was asked for is patched
+    only_dropout = InterestForNextItemPrediction(config)
+    assert apply_cpu_training_kernels(only_dropout, loss=False)["loss"] == 0
+    assert "masked_cross_entropy" not in vars(only_dropout)
 
-    dropout_forward, loss = modeling_interest.InterestDropout.forward, modeling_interest._ExcludedCrossEntropy
-    summary = benchmark_step.main(["--dataset", "synthetic", "--rounds", "1"])
-    assert list(summary)[: len(benchmark_step.VARIANTS)] == list(benchmark_step.VARIANTS)
-    assert len(summary) == len(benchmark_step.VARIANTS) + 2  # and the two validation-pass rows
-    assert all(row["median_seconds"] > 0 and len(row["seconds"]) == 1 for row in summary.values())
-    assert modeling_interest.InterestDropout.forward is dropout_forward
-    assert modeling_interest._ExcludedCrossEntropy is loss
+
+def test_step_benchmark_times_every_variant():
+    """benchmarks/benchmark_step.py swaps the kernels in and out of one model: every variant gets a row."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "benchmark_step.py"), "--dataset", "synthetic", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for variant in ("reference (", "+ FastCPUDropout", "+ fused loss", "+ keep freed memory", "last position only"):
+        assert variant in run.stdout, variant
 
 
 @pytest.mark.parametrize("long_term,short_term", [(True, True), (False, False), (True, False), (False, True)])

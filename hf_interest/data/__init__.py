@@ -11,27 +11,24 @@ collate = DataCollatorForInterest(max_length=50)
 
 Modules: `readers` (formats), `columns` (column mappings), `cleaning` (cleaning, ordering, report), `splits`
 (leave-one-out, temporal, by user), `vocab` (item order, encoding), `loading` (`load_behaviors`), `collator`,
-`synthetic` (drifting-interest generator with ground truth), `movielens` (GroupLens layouts and MovieLens-100K).
+`synthetic` (drifting-interest generator with ground truth), `movielens` (GroupLens layouts and MovieLens-100K),
+`dispatch` (`read_log`: the reader for a format or path), `registry` (datasets by name: `load_named_dataset`).
 """
 
 from .cleaning import CleaningConfig, CleaningStep, DataReport
 from .click import DataCollatorForClick
 from .collator import DataCollatorForInterest
 from .columns import ColumnMapping, ItemColumns
+from .dispatch import read_log
 from .loading import BehaviorData, load_behaviors
-from .movielens import (
-    download_movielens_100k,
-    find_movielens_100k,
-    load_movielens_100k,
-    movielens_100k_from_recbole_wheel,
-    read_movielens,
-)
-from .readers import read_log
+from .movielens import download_movielens_100k, find_movielens_100k, movielens_100k_from_recbole_wheel, read_movielens
+from .registry import NAMED_DATASETS, load_movielens_100k, load_named_dataset
 from .splits import LeaveOneOutSplit, TemporalSplit, UserSplit
 from .synthetic import SyntheticConfig, SyntheticInterestData, generate_synthetic_interests
 from .vocab import encode_sequences, item_vocabulary
 
 __all__ = [
+    "NAMED_DATASETS",
     "BehaviorData",
     "CleaningConfig",
     "CleaningStep",
@@ -52,6 +49,7 @@ __all__ = [
     "item_vocabulary",
     "load_behaviors",
     "load_movielens_100k",
+    "load_named_dataset",
     "movielens_100k_from_recbole_wheel",
     "read_log",
     "read_movielens",

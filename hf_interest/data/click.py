@@ -230,6 +230,15 @@ class DataCollatorForClick:
         batch["click_labels"] = click_labels.float()
         return batch
 
+    def state_dict(self) -> dict[str, int]:
+        """Where the negative sampling stands (calls so far), so that a resumed training run draws what an
+        uninterrupted one would (`accelerator.register_for_checkpointing` saves it with every checkpoint)."""
+        return {"calls": self._calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restores `state_dict`."""
+        self._calls = int(state["calls"])
+
     def _generator(self) -> torch.Generator | None:
         import torch  # noqa: PLC0415
 

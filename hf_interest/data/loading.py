@@ -30,13 +30,13 @@ from datasets import Dataset, DatasetDict
 from ._arrow import as_array, drop_empty_strings, fill_empty_lists
 from .cleaning import CleaningConfig, DataReport, Events, prepare_events
 from .columns import ITEM_CANDIDATES, USER_CANDIDATES, ColumnMapping, ItemColumns, resolve_item_columns
+from .dispatch import read_log
 from .readers import (
     canonical_items,
     canonical_users,
     detect_amazon,
     first_line,
     read_amazon_items,
-    read_log,
     read_side_table,
 )
 from .splits import SplitSpec, build_splits, parse_split

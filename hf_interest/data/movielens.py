@@ -446,38 +446,3 @@ def movielens_100k_from_recbole_wheel(cache_dir: str | os.PathLike | None = None
             shutil.rmtree(target)
         os.replace(unpacked, target)
     return target
-
-
-def load_movielens_100k(
-    data_dir: str | os.PathLike | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    download: bool = True,
-    cleaning=None,
-    split="leave_one_out",
-):
-    """Load MovieLens-100K, finding the files locally or downloading the official archive.
-
-    Args:
-        data_dir: A directory with the GroupLens files (`u.data`, ...) or RecBole's `ml-100k.inter`, ... (also
-            searched in its `ml-100k` subdirectory).
-        cache_dir: Cache directory (default `$HF_INTEREST_CACHE` or `~/.cache/hf_interest`).
-        download: Download from GroupLens when the files are not found.
-        cleaning: `CleaningConfig` for `load_behaviors`.
-        split: Split for `load_behaviors` (default leave-one-out).
-
-    Returns:
-        A `BehaviorData` (943 users, 1682 items, 100,000 ratings before filtering).
-    """
-    from .loading import load_behaviors  # noqa: PLC0415 (loading imports the readers, which import this module)
-
-    path = find_movielens_100k(data_dir, cache_dir)
-    if path is None:
-        if not download:
-            where = f"{data_dir} or " if data_dir is not None else ""
-            raise FileNotFoundError(
-                f"MovieLens-100K not found in {where}{Path(cache_dir or default_cache_dir()) / 'movielens'}; pass "
-                f"download=True or the directory holding u.data."
-            )
-        path = download_movielens_100k(cache_dir)
-    return load_behaviors(path, cleaning=cleaning, split=split)

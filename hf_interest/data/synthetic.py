@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from .cleaning import CleaningConfig
 from .columns import ColumnMapping, ItemColumns
+from .loading import load_behaviors
 from .vocab import dataset_table
 
 CATEGORY_NAMES = (
@@ -194,8 +195,6 @@ class SyntheticInterestData:
         Returns:
             A `BehaviorData` whose items carry titles, categories and text.
         """
-        from .loading import load_behaviors  # noqa: PLC0415 (loading is the higher layer)
-
         return load_behaviors(
             self.events,
             columns=ColumnMapping(

@@ -1,7 +1,7 @@
 """Benchmark the interest-forecasting head on the synthetic drifting-interest data, against the generator's optimum.
 
-    python hub_scripts/benchmark_forecast.py                       # default synthetic setting, seeds 42 43 44
-    python hub_scripts/benchmark_forecast.py --seeds 42 -- --forecast_horizon 10   # extra train.py arguments
+    python benchmarks/benchmark_forecast.py                       # default synthetic setting, seeds 42 43 44
+    python benchmarks/benchmark_forecast.py --seeds 42 -- --forecast_horizon 10   # extra train.py arguments
 
 Each seed trains `hub_scripts/train.py --task forecast --dataset synthetic --primary_category_only true` (split by
 users: 10% of users held out for test, evaluated after every event of theirs that has k later events). The best model

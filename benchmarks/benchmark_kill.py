@@ -1,6 +1,6 @@
 """Crash-safety benchmark: SIGKILL training at random instants, resume, and compare with an uninterrupted run.
 
-    python hub_scripts/benchmark_kill.py --trials 10 --seed 1
+    python benchmarks/benchmark_kill.py --trials 10 --seed 1
 
 Trains a small model (30 epochs of synthetic data) once without interruption (the reference), then `--trials` times:
 starts the same run, kills it with SIGKILL after a random delay (uniform over the reference's wall time), resumes it

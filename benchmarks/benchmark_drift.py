@@ -1,8 +1,8 @@
 """Interest drift: update a trained model on the next period with nothing, LoRA adapters, or full fine-tuning.
 
-    python hub_scripts/benchmark_drift.py                                   # MovieLens-100K, about 15 min on 2 cores
-    python hub_scripts/benchmark_drift.py --base_epochs 3 --update_epochs 2   # a quick look
-    python hub_scripts/benchmark_drift.py --dataset path/to/log.parquet       # any log with timestamps
+    python benchmarks/benchmark_drift.py                                   # MovieLens-100K, about 15 min on 2 cores
+    python benchmarks/benchmark_drift.py --base_epochs 3 --update_epochs 2   # a quick look
+    python benchmarks/benchmark_drift.py --dataset path/to/log.parquet       # any log with timestamps
 
 Periods, from the global event-time quantiles `q1 < q2` (defaults 0.5 and 0.75):
 

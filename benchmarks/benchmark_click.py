@@ -1,7 +1,7 @@
 """Benchmark the click-prediction head on MovieLens-100K against logistic regression on popularity.
 
-    python hub_scripts/benchmark_click.py                                # seeds 42 43 44, patience 5
-    python hub_scripts/benchmark_click.py --seeds 42 -- --click_labels sampled   # extra train.py arguments
+    python benchmarks/benchmark_click.py                                # seeds 42 43 44, patience 5
+    python benchmarks/benchmark_click.py --seeds 42 -- --click_labels sampled   # extra train.py arguments
 
 Each seed runs `hub_scripts/train.py --task click` (leave-one-out by time; a click is a rating >= 4; training on
 every transition of the training sequences, validation AUC for early stopping) and reads its `eval_results.json`.

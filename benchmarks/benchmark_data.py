@@ -14,8 +14,8 @@ size after the imports, compared with the Arrow size of the raw table (the colum
 global time order, as logs usually are ("time"); "shuffled" writes them in random order, which forces the full
 two-pass sort.
 
-    python hub_scripts/benchmark_data.py --events 10000000
-    python hub_scripts/benchmark_data.py --events 1000000 --orders time,shuffled --repeat 3
+    python benchmarks/benchmark_data.py --events 10000000
+    python benchmarks/benchmark_data.py --events 1000000 --orders time,shuffled --repeat 3
 
 This is a benchmark script, not a test: it prints a table and asserts nothing.
 """

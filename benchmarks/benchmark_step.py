@@ -1,18 +1,18 @@
 """Benchmark the cost of a training epoch, one speed change at a time, interleaved in one process.
 
-    python hub_scripts/benchmark_step.py                 # MovieLens-100K, train.py defaults, 5 rounds
-    python hub_scripts/benchmark_step.py --rounds 9 --dataset synthetic
+    python benchmarks/benchmark_step.py                 # MovieLens-100K, train.py defaults, 5 rounds
+    python benchmarks/benchmark_step.py --rounds 9 --dataset synthetic
 
 The same model trains on the same batches (train.py's windows, length-grouped order of epoch 0) through a plain
 PyTorch loop (forward, backward, clipping, AdamW). Each round runs one epoch per variant, in turn, so that the
 machine's drift falls on every variant alike; the table gives the median seconds per epoch of each variant and its
 ratio to the reference. The variants add one change each:
 
-1. reference: `F.dropout` (PyTorch's Bernoulli mask), the loss as `F.cross_entropy` over masked logits, glibc's
+1. reference: the plain model file (`nn.Dropout`, the loss as `F.cross_entropy` over masked logits), glibc's
    malloc as it comes (blocks over 32 MiB mapped fresh at every allocation);
-2. + `InterestDropout` (the model's dropout: three 16-bit draws per 64-bit random word);
-3. + the fused loss (`_ExcludedCrossEntropy`);
-4. + `keep_freed_memory_for_reuse` (malloc keeps freed memory; what train.py does on CPU): the model as shipped.
+2. + `FastCPUDropout` (hf_interest.training.kernels: three 16-bit draws per 64-bit random word);
+3. + the fused loss (`fused_masked_cross_entropy`);
+4. + `keep_freed_memory_for_reuse` (malloc keeps freed memory): what training does on CPU.
 
 A second table times a validation pass (the backbone over every validation user's history, eval mode, no
 gradients) with every position computed and with the last layer for the last position only (`states_to_keep=1`,
@@ -27,35 +27,15 @@ from __future__ import annotations
 import argparse
 import ctypes
 import statistics
-import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import hf_interest.modeling_interest as modeling  # noqa: E402
-from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer  # noqa: E402
-from hf_interest.training import keep_freed_memory_for_reuse  # noqa: E402
-from hub_scripts.train import DataArguments, ModelArguments, TrainArguments, get_dataloaders, load_data  # noqa: E402
-
-SHIPPED_DROPOUT = modeling.InterestDropout.forward
-SHIPPED_LOSS = modeling._ExcludedCrossEntropy
-
-
-def reference_dropout(self, hidden_states):
-    return F.dropout(hidden_states, self.p, self.training)
-
-
-class ReferenceLoss:
-    """The loss as autograd sees it without the fused function."""
-
-    @staticmethod
-    def apply(logits, targets, excluded):
-        return F.cross_entropy(logits.masked_fill_(excluded, float("-inf")), targets, reduction="none"), logits
+from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
+from hf_interest.training import DataArguments, ModelArguments, TrainArguments, load_data, next_item_dataloaders
+from hf_interest.training.kernels import FastCPUDropout, fused_masked_cross_entropy, keep_freed_memory_for_reuse
 
 
 def default_malloc() -> None:
@@ -68,15 +48,22 @@ def default_malloc() -> None:
 
 VARIANTS = {
     "reference (F.dropout, unfused loss, malloc as is)": (False, False, False),
-    "+ InterestDropout": (True, False, False),
+    "+ FastCPUDropout": (True, False, False),
     "+ fused loss": (True, True, False),
-    "+ keep freed memory (as shipped)": (True, True, True),
+    "+ keep freed memory (as training runs on CPU)": (True, True, True),
 }
 
 
-def apply_variant(dropout: bool, loss: bool, memory: bool, can_tune_malloc: bool) -> None:
-    modeling.InterestDropout.forward = SHIPPED_DROPOUT if dropout else reference_dropout
-    modeling._ExcludedCrossEntropy = SHIPPED_LOSS if loss else ReferenceLoss
+def apply_variant(model, dropout: bool, loss: bool, memory: bool, can_tune_malloc: bool) -> None:
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            wanted = FastCPUDropout if dropout else nn.Dropout
+            if isinstance(child, nn.Dropout) and type(child) is not wanted:
+                setattr(module, name, wanted(child.p).train(child.training))
+    if loss:
+        model.masked_cross_entropy = fused_masked_cross_entropy
+    else:
+        model.__dict__.pop("masked_cross_entropy", None)  # back to the model file's own loss
     if can_tune_malloc:
         keep_freed_memory_for_reuse() if memory else default_malloc()
 
@@ -92,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = DataArguments(dataset=args.dataset), ModelArguments(), TrainArguments()
     data = load_data(data_args, "next-item")
     tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
-    loaders, _, _ = get_dataloaders(data, tokenizer, data_args, train_args)
+    loaders, _, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])
     eval_batches = list(loaders["validation"])
     config = InterestConfig(
@@ -114,14 +101,14 @@ def main(argv: list[str] | None = None) -> dict:
             optimizer.zero_grad()
         return time.perf_counter() - started
 
-    apply_variant(True, True, True, can_tune_malloc)
+    apply_variant(model, True, True, True, can_tune_malloc)
     epoch()  # warm-up, not counted
     times = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name, flags in VARIANTS.items():
-            apply_variant(*flags, can_tune_malloc)
+            apply_variant(model, *flags, can_tune_malloc)
             times[name].append(epoch())
-    apply_variant(True, True, True, can_tune_malloc)
+    apply_variant(model, True, True, True, can_tune_malloc)
 
     @torch.no_grad()
     def validation_pass(states_to_keep: int) -> float:

@@ -1,6 +1,6 @@
 """Interest drift of every user of a dataset, beside the same events shuffled, and category-interest accuracy.
 
-    python hub_scripts/benchmark_trajectories.py runs/interest --dataset movielens-100k --window 20 --plot_user 196
+    python benchmarks/benchmark_trajectories.py runs/interest --dataset movielens-100k --window 20 --plot_user 196
 
 For each user the whole history (test target included) goes through the trained model once (`interest_trajectories`);
 drift is the cosine distance between the mean interest states of consecutive windows (`interest_drift`), printed per
@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
+from hf_interest.data import load_named_dataset
 from hf_interest.evolution import (
     category_distribution,
     category_interests,
@@ -25,7 +26,6 @@ from hf_interest.evolution import (
     plot_category_interests,
     shuffled_trajectories,
 )
-from hf_interest.training import load_named_dataset
 
 
 def main(argv=None):

@@ -1,9 +1,9 @@
 """Benchmark the training job: test metrics over seeds, seconds per epoch, time to the best validation epoch.
 
-    python hub_scripts/benchmark_train.py                               # MovieLens-100K, defaults, seeds 42 43 44
-    python hub_scripts/benchmark_train.py --seeds 42 --ddp              # also 2 CPU processes under accelerate launch
-    python hub_scripts/benchmark_train.py --reuse_runs --ddp            # add the DDP row to the runs already there
-    python hub_scripts/benchmark_train.py --seeds 42 -- --hidden_size 32   # extra train.py arguments after --
+    python benchmarks/benchmark_train.py                               # MovieLens-100K, defaults, seeds 42 43 44
+    python benchmarks/benchmark_train.py --seeds 42 --ddp              # also 2 CPU processes under accelerate launch
+    python benchmarks/benchmark_train.py --reuse_runs --ddp            # add the DDP row to the runs already there
+    python benchmarks/benchmark_train.py --seeds 42 -- --hidden_size 32   # extra train.py arguments after --
 
 Every run is `hub_scripts/train.py` in a subprocess with the given arguments; the numbers are read back from each
 run's `eval_results.json`. Printed: one row per run (test NDCG@10 and HR@10 with seen items excluded and included, the

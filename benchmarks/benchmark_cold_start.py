@@ -1,9 +1,9 @@
 """Cold-start benchmark of the item text tower: items never seen in training, added afterwards without retraining.
 
-    python hub_scripts/benchmark_cold_start.py                                    # MovieLens-100K, 10% held out
-    python hub_scripts/benchmark_cold_start.py --num_train_epochs 5 --representations id text   # quicker
-    python hub_scripts/benchmark_cold_start.py --reuse_runs                       # re-evaluate trained runs only
-    python hub_scripts/benchmark_cold_start.py --representations text --tag _te_lora --text_encoder_lora_r 8
+    python benchmarks/benchmark_cold_start.py                                    # MovieLens-100K, 10% held out
+    python benchmarks/benchmark_cold_start.py --num_train_epochs 5 --representations id text   # quicker
+    python benchmarks/benchmark_cold_start.py --reuse_runs                       # re-evaluate trained runs only
+    python benchmarks/benchmark_cold_start.py --representations text --tag _te_lora --text_encoder_lora_r 8
                                                         # a variant: text encoder LoRA (any train.py flag passes on)
 
 1. A seeded 10% of the items is held out: written to `<output_dir>/held_out_items.txt` and passed to
@@ -34,21 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python hub_scripts/benchmark_cold_start.py` from anywhere
-    sys.path.insert(0, str(ROOT))
+from hf_interest import InterestForNextItemPrediction, ItemTokenizer
+from hf_interest.data import encode_sequences, load_named_dataset
+from hf_interest.text_encoding import encode_item_texts, item_texts
+from hf_interest.text_tower import TEXT_ENCODER_ADAPTER_FOLDER, load_adapted_text_encoder
+from hf_interest.training import eval_dataloader, evaluate_next_item, exclude_items, popularity_baseline
 
-from hf_interest import InterestForNextItemPrediction, ItemTokenizer  # noqa: E402
-from hf_interest.data import encode_sequences  # noqa: E402
-from hf_interest.text_encoding import encode_item_texts, item_texts  # noqa: E402
-from hf_interest.text_tower import TEXT_ENCODER_ADAPTER_FOLDER, load_adapted_text_encoder  # noqa: E402
-from hf_interest.training import (  # noqa: E402
-    eval_dataloader,
-    evaluate_next_item,
-    load_named_dataset,
-    popularity_baseline,
-)
-from hub_scripts.train import exclude_items  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REPRESENTATIONS = ("id", "text", "id+text")
 

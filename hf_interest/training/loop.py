@@ -1,0 +1,392 @@
+"""The training loop of every task (next item, click, forecast), in the shape of accelerate's
+`examples/nlp_example.py`: read the data, build the task and its model, prepare, loop over epochs in plain sight
+(train, validate, keep the best, checkpoint, stop early), test the best weights, write the run folder.
+
+`hub_scripts/train.py`, `hf-interest train` and `accelerate launch -m hf_interest.training` all run
+`training_function`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..model_card import head_model_card, lora_card_section, render_model_card
+from ..text_tower import TEXT_ENCODER_ADAPTER_FOLDER
+from .adapters import add_lora, add_text_encoder_lora_training, save_text_encoder_adapter
+from .arguments import DEFAULT_EMA_DECAY, DataArguments, ModelArguments, TrainArguments, check_arguments, module_names
+from .checkpointing import (
+    TIED_WEIGHTS_SAVE_FILTER,
+    fault_point,
+    resume,
+    save_checkpoint,
+    save_model,
+    write_text_atomic,
+)
+from .data import load_data
+from .kernels import apply_cpu_training_kernels, keep_freed_memory_for_reuse
+from .tasks import build_task
+
+
+def training_function(data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments) -> dict:
+    """
+    Trains, validates every epoch, tests the best weights and writes a push-ready run folder.
+
+    Args:
+        data_args, model_args, train_args: the run's arguments (`hf_interest.training.arguments`).
+
+    Returns:
+        `dict`: what `eval_results.json` holds (`{"stopped_at_epoch": n}` after `--stop_after_epochs`).
+    """
+    check_arguments(data_args, train_args)  # before any data is read: a typo should not cost a data load
+    logging.getLogger("accelerate.utils.other").addFilter(TIED_WEIGHTS_SAVE_FILTER)
+    output_dir = Path(train_args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=train_args.mixed_precision,
+        gradient_accumulation_steps=train_args.gradient_accumulation_steps,
+        log_with=_tracker(train_args.report_to),
+        project_dir=str(output_dir / "logs"),
+    )
+    set_seed(train_args.seed)
+    on_cpu = accelerator.device.type == "cpu"
+    if train_args.reuse_freed_memory and on_cpu:
+        keep_freed_memory_for_reuse()
+    started = time.perf_counter()
+
+    # Data and the task's model.
+    with accelerator.main_process_first():
+        data = load_data(data_args, train_args.task)
+    accelerator.print(str(data.report))
+    task = build_task(data, data_args, model_args, train_args, accelerator.print)
+    model = task.model
+    if train_args.cpu_kernels and on_cpu:
+        apply_cpu_training_kernels(model)
+    use_lora = train_args.lora_r > 0
+    if use_lora:
+        model = add_lora(model, train_args)
+    joint = None
+    if train_args.text_encoder_lora_r:
+        joint = add_text_encoder_lora_training(model, data, task.tokenizer, train_args)
+    num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    num_total = sum(p.numel() for p in model.parameters())
+    accelerator.print(
+        f"Trainable parameters: {num_trainable:,} of {num_total:,} ({100 * num_trainable / num_total:.2f}%)"
+        + (f", LoRA r={train_args.lora_r} on {train_args.lora_target_modules}" if use_lora else "")
+    )
+
+    # Optimizer, schedule, prepare.
+    optimizer = _optimizer(model, joint, train_args, accelerator.print)
+    steps_per_epoch = math.ceil(
+        len(task.train_loader) / accelerator.num_processes / train_args.gradient_accumulation_steps
+    )
+    total_steps = steps_per_epoch * train_args.num_train_epochs
+    scheduler = get_scheduler(
+        train_args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=int(train_args.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    # With text encoder LoRA the trained module is the joint one (model + encoder); evaluation and saving use the model.
+    trained, optimizer, train_loader, scheduler = accelerator.prepare(
+        joint if joint is not None else model, optimizer, task.train_loader, scheduler
+    )
+    task.prepare(accelerator)
+    if joint is None:
+        model = trained
+    else:
+        joint = accelerator.unwrap_model(trained)
+        model = joint.model
+    ema_decay = train_args.ema_decay
+    if ema_decay is None:  # the default: on for full next-item training, off for adapters and the heads
+        ema_decay = DEFAULT_EMA_DECAY if task.name == "next-item" and not (use_lora or joint is not None) else 0.0
+    ema = None
+    if ema_decay:  # validated, kept and published instead of the weights; in every checkpoint for resume
+        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
+        accelerator.register_for_checkpointing(ema)
+    evaluated = ema.module if ema is not None else model
+    for stateful in task.stateful:  # e.g. the click collators' sampling counters
+        accelerator.register_for_checkpointing(stateful)
+    if accelerator.log_with:
+        accelerator.init_trackers(
+            "hf_interest", config={**asdict(data_args), **asdict(model_args), **asdict(train_args)}
+        )
+
+    checkpoints = output_dir / "checkpoints"
+    state = {
+        "epoch": 0,
+        "best_metric": None,
+        "best_epoch": None,
+        "bad_epochs": 0,
+        "history": [],
+        "train_seconds": 0.0,  # training steps only
+        "wall_seconds": 0.0,  # training, validation and the best-model write: the loop's wall clock
+    }
+    state = resume(accelerator, checkpoints, train_args.resume_from_checkpoint, state)
+    metric = task.metric
+    if train_args.init_from and state["epoch"] == 0 and state["best_metric"] is None:
+        # The starting model is a candidate too ("epoch 0"): an update that never beats it on validation is not kept.
+        value = task.metric_value(task.evaluate(evaluated, "validation"))
+        state.update(best_metric=value, best_epoch=0, time_to_best_s=0.0, wall_time_to_best_s=0.0)
+        state["history"].append({"epoch": 0, "train_loss": None, metric: value, "seconds": 0.0})
+        accelerator.print(f"epoch 0 (the --init_from model, before any update): validation {metric} {value:.4f}")
+        save_model(accelerator, evaluated, task.tokenizer, checkpoints / "best")
+        if joint is not None:  # the adapter as it starts (LoRA's B is zero: the encoder unchanged)
+            save_text_encoder_adapter(accelerator, joint, checkpoints / "best")
+
+    # The loop. A run killed after early stopping had triggered goes straight to the test.
+    epoch_seconds = []
+    finished = state["bad_epochs"] >= train_args.early_stopping_patience
+    for epoch in range(state["epoch"], state["epoch"] if finished else train_args.num_train_epochs):
+        epoch_start = time.perf_counter()
+        trained.train()
+        train_loader.set_epoch(epoch)
+        total_loss, num_batches = torch.zeros((), device=accelerator.device), 0
+        # main process only; None lets tqdm switch itself off when the output is not a terminal (CI logs)
+        show = None if accelerator.is_local_main_process else True
+        for batch in tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=show, leave=False):
+            batch.pop("time_gaps", None)  # the model buckets the gaps itself from the timestamps
+            if not task.has_time:
+                batch.pop("timestamps", None)  # all zeros: let the model see "gap unknown" instead of "gap 0"
+            with accelerator.accumulate(trained):
+                loss = trained(**batch, **task.forward_kwargs).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trained.parameters(), train_args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            total_loss += loss.detach()
+            if ema is not None and accelerator.sync_gradients:
+                ema.update_parameters(accelerator.unwrap_model(model))
+            num_batches += 1
+            if num_batches == 2:
+                fault_point("train_step", epoch + 1)
+        train_loss = accelerator.gather(total_loss).mean().item() / max(num_batches, 1)
+        if joint is not None:  # every item re-encoded by the updated encoder: what is evaluated and saved
+            joint.refresh_item_text_embeddings()
+        seconds = time.perf_counter() - epoch_start
+        epoch_seconds.append(seconds)
+        state["train_seconds"] += seconds
+
+        fault_point("evaluation", epoch + 1)
+        value = task.metric_value(task.evaluate(evaluated, "validation"))
+        state["epoch"] = epoch + 1
+        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, metric: value, "seconds": seconds})
+        accelerator.log({"train/loss": train_loss, f"validation/{metric}": value}, step=epoch + 1)
+        best = state["best_metric"]
+        improved = best is None or (value > best if task.higher_is_better else value < best)
+        if improved:
+            state.update(best_metric=value, best_epoch=epoch + 1, bad_epochs=0, time_to_best_s=state["train_seconds"])
+        else:
+            state["bad_epochs"] += 1
+        accelerator.print(
+            f"epoch {epoch + 1}: train loss {train_loss:.4f}, validation {metric} {value:.4f}"
+            f"{' (best)' if improved else ''}, {seconds:.1f}s"
+        )
+        if improved:
+            save_model(accelerator, evaluated, task.tokenizer, checkpoints / "best", fault=("best_write", epoch + 1))
+            if joint is not None:
+                save_text_encoder_adapter(accelerator, joint, checkpoints / "best")
+        state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - epoch_start
+        if improved:
+            state["wall_time_to_best_s"] = state["wall_seconds"]
+        save_checkpoint(accelerator, checkpoints, state, train_args.checkpoints_to_keep)
+        if state["bad_epochs"] >= train_args.early_stopping_patience:
+            accelerator.print(f"Early stopping: no better validation {metric} for {state['bad_epochs']} epochs.")
+            break
+        if train_args.stop_after_epochs is not None and epoch + 1 >= train_args.stop_after_epochs:
+            accelerator.print(f"Stopping after epoch {epoch + 1} as asked (--stop_after_epochs).")
+            accelerator.end_training()
+            return {"stopped_at_epoch": epoch + 1}
+
+    # Test the best weights (with LoRA: the best adapter over the base model it was trained on).
+    if state["best_epoch"] == 0:
+        accelerator.print(
+            f"No epoch beat the --init_from model on validation {metric}: the result is that model unchanged"
+            + (" (its adapter changes nothing)." if use_lora else ".")
+        )
+    accelerator.wait_for_everyone()
+    best = _load_best(type(task.model), checkpoints / "best", train_args.init_from if use_lora else None)
+    # Evaluated only: no DDP wrapper (a loaded adapter has no parameter that requires a gradient, which DDP refuses).
+    best = accelerator.prepare_model(best, evaluation_mode=True)
+    test_results = task.evaluate(best, "test")
+    val_results = task.evaluate(best, "validation")
+
+    eval_results = {
+        "task": task.result_name,
+        "dataset": {
+            "name": data_args.dataset,
+            "statistics": {
+                "users": data.report.users,
+                "items": data.report.items,
+                "events": data.report.events,
+                "events_before_cleaning": data.report.raw_events,
+                **{f"{name}_rows": counts["rows"] for name, counts in data.report.splits.items()},
+            },
+            "split": task.split_description,
+            "report": str(data.report),
+        },
+        "test": test_results,
+        "validation": val_results,
+        "training": {
+            "metric_for_best_model": metric,
+            "higher_is_better": task.higher_is_better,
+            "epochs_run": state["epoch"],
+            "best_epoch": state["best_epoch"],
+            f"best_validation_{metric}": state["best_metric"],
+            "ema_decay": ema_decay,
+            "seconds_per_epoch_median": float(np.median(epoch_seconds)) if epoch_seconds else None,
+            "time_to_best_epoch_s": state.get("time_to_best_s"),
+            "wall_time_to_best_epoch_s": state.get("wall_time_to_best_s"),
+            "wall_seconds": state.get("wall_seconds"),
+            "train_seconds": state["train_seconds"],
+            "total_time_s": time.perf_counter() - started,
+            "num_processes": accelerator.num_processes,
+            "seed": train_args.seed,
+            "trainable_parameters": num_trainable,
+            "init_from": train_args.init_from,
+            "targets_from": train_args.targets_from,
+            **task.summary(),
+            "history": state["history"],
+        },
+        "model": _model_summary(accelerator.unwrap_model(best), num_trainable),
+        "arguments": {"data": asdict(data_args), "model": asdict(model_args), "train": asdict(train_args)},
+    }
+    save_model(accelerator, best, task.tokenizer, output_dir, in_place=True, fault=("final_write", state["epoch"]))
+    if joint is not None:  # the best epoch's encoder adapter, which encoded the saved item text embeddings
+        eval_results["text_encoder_lora"] = _publish_text_encoder_adapter(accelerator, checkpoints, output_dir, joint)
+        eval_results["text_encoder_lora"].update(
+            {
+                "r": train_args.text_encoder_lora_r,
+                "alpha": train_args.text_encoder_lora_alpha,
+                "dropout": train_args.text_encoder_lora_dropout,
+                "target_modules": module_names(train_args.text_encoder_lora_target_modules),
+                "learning_rate": train_args.text_encoder_learning_rate,
+                "max_items_per_step": train_args.text_encoder_max_items_per_step,
+            }
+        )
+    folders = [output_dir]
+    if use_lora:
+        # The adapter merged into the base weights: a plain model for users without peft (same outputs up to float
+        # rounding). merge_and_unload changes `best` in place, so it comes after every use of the adapter model.
+        merged = accelerator.unwrap_model(best).merge_and_unload()
+        save_model(accelerator, merged, task.tokenizer, output_dir / "merged")
+        folders.append(output_dir / "merged")
+        adapter_file = output_dir / "adapter_model.safetensors"
+        eval_results["lora"] = {
+            "r": train_args.lora_r,
+            "alpha": train_args.lora_alpha,
+            "dropout": train_args.lora_dropout,
+            "target_modules": module_names(train_args.lora_target_modules),
+            "modules_to_save": module_names(train_args.lora_modules_to_save),
+            "base_model": train_args.init_from,
+            "trainable_parameters": num_trainable,
+            "total_parameters": num_total,
+            "adapter_size_bytes": adapter_file.stat().st_size if adapter_file.is_file() else None,
+            "merged_model": "merged",
+        }
+    if accelerator.is_main_process:
+        print(task.format_test_results(test_results) + "\n")
+        for folder in folders:
+            write_text_atomic(folder / "eval_results.json", json.dumps(eval_results, indent=2) + "\n")
+            write_text_atomic(folder / "README.md", _card_text(eval_results, folder, task, use_lora))
+        if use_lora:
+            lora = eval_results["lora"]
+            print(
+                f"LoRA adapter in {output_dir} (adapter_config.json, adapter_model.safetensors: "
+                f"{lora['adapter_size_bytes']:,} bytes, {num_trainable:,} trainable parameters) over "
+                f"{train_args.init_from}; merged into a plain model in {output_dir / 'merged'}."
+            )
+        print(f"Push-ready folder: {output_dir} (model, vocabulary, eval_results.json, README.md model card)")
+    accelerator.end_training()
+    return eval_results
+
+
+def _tracker(report_to: str) -> str | None:
+    """Accelerate's `log_with`: `"auto"` is TensorBoard when it is installed; `"none"` or `""` is no tracker."""
+    if report_to == "auto":
+        try:
+            import tensorboard  # noqa: F401
+
+            return "tensorboard"
+        except ImportError:
+            return None
+    return None if report_to in ("none", "") else report_to
+
+
+def _optimizer(model, joint, train_args: TrainArguments, log) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters: no weight decay on biases and norms; the text encoder's adapters (with
+    `--text_encoder_lora_r`) at their own learning rate."""
+    no_decay = ("bias", "layer_norm", "LayerNorm")
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {
+            "params": [p for n, p in trained if not any(k in n for k in no_decay)],
+            "weight_decay": train_args.weight_decay,
+        },
+        {"params": [p for n, p in trained if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    if joint is not None:
+        adapters = [p for p in joint.encoder.parameters() if p.requires_grad]
+        groups.append({"params": adapters, "weight_decay": 0.0, "lr": train_args.text_encoder_learning_rate})
+        log(
+            f"text encoder LoRA r={train_args.text_encoder_lora_r} on {train_args.text_encoder_lora_target_modules} "
+            f"of {model.config.text_encoder}: {sum(p.numel() for p in adapters):,} trainable parameters, learning "
+            f"rate {train_args.text_encoder_learning_rate:g}, items re-encoded per step: "
+            f"{train_args.text_encoder_max_items_per_step or 'all of the batch'}"
+        )
+    return torch.optim.AdamW(groups, lr=train_args.learning_rate, betas=(0.9, 0.98))
+
+
+def _load_best(model_class, folder: Path, lora_base: str | None):
+    """The best weights written during the loop; with LoRA, the best adapter over its base model."""
+    if lora_base is None:
+        return model_class.from_pretrained(folder)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model_class.from_pretrained(lora_base), folder)
+
+
+def _model_summary(model, num_trainable: int) -> dict:
+    config = model.config
+    return {
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": num_trainable,
+        **{k: getattr(config, k) for k in ("num_items", "hidden_size", "num_hidden_layers", "num_attention_heads")},
+        "max_position_embeddings": config.max_position_embeddings,
+        "use_time_gaps": config.use_time_gaps,
+        "loss_type": config.loss_type,
+    }
+
+
+def _publish_text_encoder_adapter(accelerator, checkpoints: Path, output_dir: Path, joint) -> dict:
+    """Copies the best epoch's encoder adapter into the run folder; returns its part of `eval_results.json`."""
+    adapter = output_dir / TEXT_ENCODER_ADAPTER_FOLDER
+    if accelerator.is_main_process and (checkpoints / "best" / TEXT_ENCODER_ADAPTER_FOLDER).is_dir():
+        shutil.rmtree(adapter, ignore_errors=True)
+        shutil.copytree(checkpoints / "best" / TEXT_ENCODER_ADAPTER_FOLDER, adapter)
+    return {"base_encoder": joint.model.config.text_encoder, "adapter": TEXT_ENCODER_ADAPTER_FOLDER}
+
+
+def _card_text(eval_results: dict, folder: Path, task, use_lora: bool) -> str:
+    """The model card of a run folder (or its `merged/` folder)."""
+    if task.name != "next-item":
+        return str(head_model_card(eval_results, type(task.model).__name__))
+    name = folder.name if folder.name != "merged" else f"{folder.parent.name}-merged"
+    card = render_model_card(eval_results, repo_id=f"ORG/{name}", example_history=task.tokenizer.items[:3])
+    if use_lora:
+        card.text += lora_card_section(eval_results["lora"], adapter=folder.name != "merged")
+    return str(card)

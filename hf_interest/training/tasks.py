@@ -1,0 +1,380 @@
+"""What differs between the tasks one training loop trains (`hf_interest.training.loop`): the model, the training
+batches, how a split is evaluated and against which baseline, which metric picks the best epoch, and what the test
+results look like.
+
+- `NextItemTask`: `InterestForNextItemPrediction`; windows of whole sequences with the causal next-item loss on every
+  position; full-ranking HR/NDCG/MRR with seen items excluded and included, beside the popularity baseline.
+- `ClickTask`: `InterestForClickPrediction`; leave-one-out by time; at every training position the next event's item
+  is the candidate, a click when its rating is at least `click_threshold` (`click_labels="ratings"`), or the next
+  item against sampled negatives (`"sampled"`, for logs without ratings). Validation/test: the target event scored
+  after the whole history. Metric: AUC; baseline: logistic regression on the item's training popularity.
+- `ForecastTask`: `InterestForInterestForecasting`; split by users (held-out users' whole sequences, so every position
+  of theirs can be forecast); targets: the category distribution of the next `forecast_horizon` events. Metric:
+  cross-entropy (lower is better); baseline: the recent category mix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from torch.utils.data import DataLoader
+
+from ..configuration_interest import InterestConfig
+from ..data import DataCollatorForClick, DataCollatorForInterest, encode_sequences
+from ..heads import (
+    category_prior,
+    category_weight_matrix,
+    evaluate_click,
+    evaluate_forecast,
+    format_head_results,
+    tune_forecast_baselines,
+    whole_sequences,
+)
+from ..metrics import PopularityClickBaseline, format_results_table
+from ..modeling_interest import (
+    InterestForClickPrediction,
+    InterestForInterestForecasting,
+    InterestForNextItemPrediction,
+)
+from ..tokenization_interest import ItemTokenizer
+from .adapters import load_init_model
+from .arguments import DataArguments, ModelArguments, TrainArguments
+from .data import LengthGroupedSampler, next_item_dataloaders, train_windows
+from .evaluation import evaluate_next_item, popularity_baseline
+
+# The fields of ModelArguments that shape the backbone of every head.
+BACKBONE_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "use_time_gaps",
+    "long_term_interest",
+    "short_term_interest",
+    "short_term_window",
+)
+
+
+class NextItemTask:
+    """
+    Next-item recommendation: the model from scratch (or `--init_from`), the windows and evaluation loaders
+    (`next_item_dataloaders`), and full-ranking evaluation beside the popularity baseline.
+    """
+
+    name = "next-item"
+    result_name = "next-item-recommendation"
+    stateful = ()  # objects with a state_dict that checkpoints hold besides the model, optimizer and RNGs
+    higher_is_better = True
+    forward_kwargs = {"logits_to_keep": 1}  # the loss reads every position; the returned logits only the last
+    split_description = (
+        "leave-one-out by time: per user, the last event is the test target, the one before it the validation "
+        "target, the rest train; ties in time keep file order"
+    )
+
+    def __init__(self, data, data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments, log):
+        self.metric = train_args.metric_for_best_model
+        if train_args.init_from:
+            self.model, self.tokenizer = load_init_model(train_args.init_from, data_args.max_length)
+            log(
+                f"Starting from {train_args.init_from} ({len(self.tokenizer):,} vocabulary entries); its architecture "
+                "is used, the model arguments are ignored."
+            )
+        else:
+            self.tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
+        loaders, self.popularity, self.stats = next_item_dataloaders(data, self.tokenizer, data_args, train_args)
+        self.train_loader = loaders["train"]
+        self.eval_loaders = {split: loaders[split] for split in ("validation", "test")}
+        self.has_time = self.stats["has_timestamps"]
+        _print_data_notes(log, self.stats, train_args)
+        if not train_args.init_from:
+            self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log)
+        if self.model.config.loss_type == "sampled_softmax":
+            self.model.set_negative_sampling_distribution(self.popularity.item_counts)
+
+    def prepare(self, accelerator) -> None:
+        """Shards the evaluation loaders across processes (`gather_for_metrics` puts the ranks back together)."""
+        self.accelerator = accelerator
+        self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in self.eval_loaders.items()}
+
+    def evaluate(self, model, split: str) -> dict:
+        return evaluate_next_item(
+            model,
+            self.eval_loaders[split],
+            self.popularity,
+            split,
+            self.accelerator,
+            use_timestamps=self.has_time,
+        )
+
+    def metric_value(self, results: dict) -> float:
+        return results["exclude_seen"]["model"][self.metric]
+
+    def format_test_results(self, results: dict) -> str:
+        return "\n\n".join(
+            format_results_table({"popularity": block["popularity"], "model": block["model"]}, block["protocol"])
+            for block in (results["exclude_seen"], results["include_seen"])
+        )
+
+    def summary(self) -> dict:
+        """Counts of the data preparation, for `eval_results.json`'s training block."""
+        return {
+            "train_windows": self.stats["train_windows"],
+            "train_windows_before_targets_from": self.stats["train_windows_before_targets_from"],
+            "unknown_items": self.stats["unknown_items"],
+            "eval_rows_removed": self.stats["eval_rows_removed"],
+        }
+
+
+class _HeadTask:
+    """What the click and forecasting heads share: a vocabulary of the data's items, evaluation on every process."""
+
+    stateful = ()
+    forward_kwargs = {}
+
+    def _encode(self, data, data_args: DataArguments):
+        self.tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
+        encoded, _ = encode_sequences(data.sequences, self.tokenizer.get_vocab(), self.tokenizer.unk_token_id)
+        self.split_description = data.report.split
+        self.has_time = "timestamps" in encoded["train"].column_names
+        self.columns = [c for c in ("input_ids", "timestamps", "ratings") if c in encoded["train"].column_names]
+        return encoded
+
+    def prepare(self, accelerator) -> None:
+        self.accelerator = accelerator  # every process evaluates every row
+
+    def metric_value(self, results: dict) -> float:
+        return results["model"][self.metric]
+
+    def format_test_results(self, results: dict) -> str:
+        return format_head_results(self.name, results)
+
+    def summary(self) -> dict:
+        return {"train_windows": self.num_windows}
+
+
+class ClickTask(_HeadTask):
+    """Click prediction: AUC and log loss beside logistic regression on item popularity."""
+
+    name = "click"
+    result_name = "click-prediction"
+    metric, higher_is_better = "auc", True
+
+    def __init__(self, data, data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments, log):
+        encoded = self._encode(data, data_args)
+        columns = self.columns
+        if data_args.click_labels == "ratings" and "ratings" not in columns:
+            raise ValueError(
+                f"--task click --click_labels ratings needs a rating column, but {data_args.dataset} has none: pass "
+                "--click_labels sampled (the next item against sampled negatives)."
+            )
+        windows = train_windows(encoded["train"], data_args.max_length, columns)
+        common = {
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "max_length": data_args.max_length,
+            "label_source": data_args.click_labels,
+            "click_threshold": data_args.click_threshold,
+            "num_negatives": data_args.click_negatives,
+            "num_items": len(self.tokenizer),
+            "num_special_tokens": self.tokenizer.num_special_tokens,
+            "return_time_gaps": False,
+        }
+        collator = DataCollatorForClick(
+            mode="train", ignore_label_ids=(self.tokenizer.unk_token_id,), seed=train_args.seed, **common
+        )
+        self.eval_loaders = {}
+        # The collators draw negatives from a counter of their calls: checkpointed, so a resumed run draws the same.
+        self.stateful = [collator]
+        for split in ("validation", "test"):
+            keep = [
+                c for c in ("input_ids", "timestamps", "labels", "target_rating") if c in encoded[split].column_names
+            ]
+            self.eval_loaders[split] = DataLoader(
+                encoded[split].select_columns(keep).to_list(),
+                batch_size=train_args.per_device_eval_batch_size,
+                collate_fn=DataCollatorForClick(mode="eval", seed=train_args.seed + 1, **common),
+            )
+            self.stateful.append(self.eval_loaders[split].collate_fn)
+        # The baseline is fitted on the same (candidate, label) pairs the model trains on.
+        baseline_loader = DataLoader(
+            windows, batch_size=256, collate_fn=DataCollatorForClick(mode="train", seed=train_args.seed, **common)
+        )
+        candidates, labels = _click_examples(baseline_loader)
+        counts = popularity_baseline(encoded["train"], len(self.tokenizer), self.tokenizer.num_special_tokens)
+        self.baseline = PopularityClickBaseline().fit(counts.item_counts.numpy(), candidates, labels)
+        config = InterestConfig(
+            num_items=len(self.tokenizer),
+            max_position_embeddings=data_args.max_length,
+            pad_token_id=self.tokenizer.pad_token_id,
+            click_hidden_size=model_args.click_hidden_size,
+            **{name: getattr(model_args, name) for name in BACKBONE_FIELDS},
+        )
+        self.model = InterestForClickPrediction(config)
+        self.label_note = (
+            f"click = rating >= {data_args.click_threshold:g}"
+            if data_args.click_labels == "ratings"
+            else f"the next item against {data_args.click_negatives} sampled negative(s)"
+        )
+        log(f"click labels: {self.label_note}; training transitions: {len(labels):,} ({int(labels.sum()):,} clicks)")
+        self.train_loader = _grouped_loader(windows, collator, train_args)
+        self.num_windows = len(windows)
+
+    def evaluate(self, model, split: str) -> dict:
+        unwrapped = self.accelerator.unwrap_model(model)
+        results = evaluate_click(
+            unwrapped, self.eval_loaders[split], self.baseline, split, use_timestamps=self.has_time
+        )
+        results["labels"] = self.label_note
+        return results
+
+
+class ForecastTask(_HeadTask):
+    """Interest forecasting: cross-entropy of the next-k category mix beside the tuned recent category mix."""
+
+    name = "forecast"
+    result_name = "interest-forecasting"
+    metric, higher_is_better = "cross_entropy", False
+
+    def __init__(self, data, data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments, log):
+        encoded = self._encode(data, data_args)
+        self.batch_size = train_args.per_device_eval_batch_size
+        windows = train_windows(encoded["train"], data_args.max_length, self.columns)
+        weights, names, without = category_weight_matrix(
+            data.items, self.tokenizer, primary_only=data_args.primary_category_only
+        )
+        log(
+            f"forecast: {len(names)} categories, {without:,} items without a category; horizon "
+            f"{model_args.forecast_horizon} events"
+        )
+        self.collator = DataCollatorForInterest(
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_length=data_args.max_length,
+            mode="train",
+            ignore_label_ids=(self.tokenizer.unk_token_id,),
+            return_time_gaps=False,
+        )
+        self.sequences = {split: whole_sequences(encoded[split]) for split in ("validation", "test")}
+        self.prior = category_prior(encoded["train"]["input_ids"], weights)
+        config = InterestConfig(
+            num_items=len(self.tokenizer),
+            max_position_embeddings=data_args.max_length,
+            pad_token_id=self.tokenizer.pad_token_id,
+            num_categories=len(names),
+            category_names=names,
+            forecast_horizon=model_args.forecast_horizon,
+            **{name: getattr(model_args, name) for name in BACKBONE_FIELDS},
+        )
+        self.model = InterestForInterestForecasting(config)
+        self.model.set_item_category_weights(torch.from_numpy(weights))
+        self.baselines = tune_forecast_baselines(
+            self.sequences["validation"], self.collator, weights, self.prior, model_args.forecast_horizon
+        )
+        log(f"forecasting baselines tuned on validation: {self.baselines}")
+        self.train_loader = _grouped_loader(windows, self.collator, train_args)
+        self.num_windows = len(windows)
+
+    def evaluate(self, model, split: str) -> dict:
+        evaluation = evaluate_forecast(
+            self.accelerator.unwrap_model(model),
+            self.sequences[split],
+            self.collator,
+            self.prior,
+            split=split,
+            batch_size=self.batch_size,
+            baselines=self.baselines,
+            use_timestamps=self.has_time,
+        )
+        return evaluation.metrics
+
+
+TASK_CLASSES = {task.name: task for task in (NextItemTask, ClickTask, ForecastTask)}
+
+
+def build_task(data, data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments, log):
+    """
+    The task `train_args.task` names, built on the loaded data: its vocabulary, model, training loader, evaluation
+    and baseline.
+
+    Args:
+        data (`BehaviorData`): the run's data (`load_data`).
+        data_args, model_args, train_args: the run's arguments.
+        log: a print function (the accelerator's: main process only).
+
+    Returns:
+        `NextItemTask`, `ClickTask` or `ForecastTask`.
+    """
+    return TASK_CLASSES[train_args.task](data, data_args, model_args, train_args, log)
+
+
+def _new_next_item_model(data, tokenizer, data_args: DataArguments, model_args: ModelArguments, log):
+    """A next-item model from the model arguments; with a text tower, the item texts are embedded once here."""
+    model_fields, text_embeddings = asdict(model_args), None
+    if model_args.item_representation in ("text", "id+text"):  # embed the item texts once; saved with the model
+        from ..text_encoding import DEFAULT_TEXT_ENCODER, encode_item_texts, item_texts
+
+        model_fields["text_encoder"] = model_args.text_encoder or DEFAULT_TEXT_ENCODER
+        texts = item_texts(data.items, tokenizer)
+        log(texts)
+        show_progress = PartialState().is_local_main_process
+        text_embeddings = encode_item_texts(texts, encoder=model_fields["text_encoder"], show_progress=show_progress)
+        model_fields["text_embedding_size"] = text_embeddings.shape[1]
+    config = InterestConfig(
+        num_items=len(tokenizer),
+        max_position_embeddings=data_args.max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        **model_fields,
+    )
+    model = InterestForNextItemPrediction(config)
+    if text_embeddings is not None:
+        model.set_item_text_embeddings(text_embeddings)
+    return model
+
+
+def _grouped_loader(windows: list[dict], collator, train_args: TrainArguments) -> DataLoader:
+    """Training batches of similar lengths in a seeded order (`LengthGroupedSampler`)."""
+    return DataLoader(
+        windows,
+        batch_size=train_args.per_device_train_batch_size,
+        sampler=LengthGroupedSampler(
+            [len(w["input_ids"]) for w in windows], train_args.per_device_train_batch_size, seed=train_args.seed
+        ),
+        collate_fn=collator,
+    )
+
+
+def _click_examples(dataloader) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate, label) of every training transition, for fitting the popularity baseline."""
+    candidates, labels = [], []
+    for batch in dataloader:
+        keep = batch["click_labels"] != -100
+        candidates.append(batch["candidate_ids"][keep].numpy())
+        labels.append(batch["click_labels"][keep].numpy())
+    return np.concatenate(candidates), np.concatenate(labels)
+
+
+def _print_data_notes(log, stats: dict, train_args: TrainArguments) -> None:
+    if stats["unknown_items"]:
+        log(
+            f"{stats['unknown_items']:,} events name items outside the vocabulary and were mapped to [UNK] (never a "
+            "training label; inputs only). Give new items an index first (add_items) or train from scratch."
+        )
+    if stats["train_windows_before_targets_from"]:
+        log(
+            f"--targets_from {train_args.targets_from}: {stats['train_windows_before_targets_from']:,} training "
+            f"windows hold no target at or after it and are left out ({stats['train_windows']:,} kept)."
+        )
+    for split, removed in stats["eval_rows_removed"].items():
+        if removed["unknown_targets"]:
+            log(
+                f"{split}: {removed['unknown_targets']:,} rows whose target is outside the vocabulary are not "
+                "evaluated (no model with this vocabulary can rank them)."
+            )
+        if removed["targets_before_targets_from"]:
+            log(
+                f"{split}: {removed['targets_before_targets_from']:,} rows whose target is before --targets_from are "
+                "not evaluated."
+            )
