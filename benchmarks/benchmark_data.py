@@ -64,12 +64,12 @@ def measure(path: Path) -> dict:
     """Time read -> clean/sort -> split in this (fresh) process and return the numbers."""
     import pyarrow as pa
 
-    from hf_interest.data import loading, readers
+    from hf_interest.data import loading, read_log
     from hf_interest.data.cleaning import prepare_events
 
     baseline = _rss_bytes()
     t0 = time.perf_counter()
-    raw = readers.read_log(path)
+    raw = read_log(path)
     t1 = time.perf_counter()
     arrow_bytes = raw.table.nbytes
     rows = raw.table.num_rows

@@ -53,7 +53,10 @@ def load_eval_results(run_dir: str | Path) -> dict:
     """
     path = Path(run_dir) / "eval_results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: point at a run folder written by hub_scripts/train.py.")
+        raise FileNotFoundError(
+            f"{path} does not exist: point at a run folder written by training (hub_scripts/train.py or hf-interest "
+            "train)."
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:

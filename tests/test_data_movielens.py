@@ -103,16 +103,37 @@ def fake_archive(tmp_path, recbole_dir):
     return path, hashlib.md5(buffer.getvalue()).hexdigest()
 
 
-def test_download_checks_the_checksum(recbole_ml100k, tmp_path):
-    archive, md5 = fake_archive(tmp_path, recbole_ml100k)
+@pytest.fixture
+def local_http(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/www, for the download tests (no other host is ever reached)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_checks_the_checksum(recbole_ml100k, tmp_path, local_http):
+    root, base_url = local_http
+    archive, md5 = fake_archive(root, recbole_ml100k)
+    url = f"{base_url}/{archive.name}"
     cache = tmp_path / "cache"
-    with pytest.raises(ValueError, match="has MD5 .* expected 0{32}"):
-        download_movielens_100k(cache, url=archive.as_uri(), md5="0" * 32)
+    with pytest.raises(ValueError, match="another MD5 than the expected 0{32}"):
+        download_movielens_100k(cache, url=url, md5="0" * 32)
     assert find_movielens_100k(cache_dir=cache) is None  # nothing kept
-    target = download_movielens_100k(cache, url=archive.as_uri(), md5=md5)
+    target = download_movielens_100k(cache, url=url, md5=md5)
     assert target == cache / "movielens" / "ml-100k" and (target / "u.data").is_file()
     assert sorted(os.listdir(cache / "movielens")) == ["ml-100k"]  # no temporary files left
     data = load_movielens_100k(cache_dir=cache, download=False, split=None)  # found in the cache now
     assert data.report.raw_events == 1000
     with pytest.raises(ConnectionError, match="Could not download"):
-        download_movielens_100k(cache, url=(tmp_path / "missing.zip").as_uri())
+        download_movielens_100k(cache, url=f"{base_url}/missing.zip")

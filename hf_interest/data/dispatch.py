@@ -1,4 +1,5 @@
-"""One entry point for every log format: `read_log` picks the reader from the format or the path.
+"""One entry point for every format: `read_log` (behaviour logs) and `read_side_table` (item and user tables) pick
+the reader from the format or the path.
 
 The readers themselves live in `readers` (CSV/TSV, Parquet, JSON Lines, Amazon Reviews, RecBole atomic files,
 in-memory tables) and `movielens` (the GroupLens layouts).
@@ -7,23 +8,20 @@ in-memory tables) and `movielens` (the GroupLens layouts).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+import pyarrow as pa
 
 from .columns import ColumnMapping
 from .movielens import read_movielens
-from .readers import (
-    FORMATS,
-    RawLog,
-    _read_amazon_log,
-    _read_csv_log,
-    _read_jsonl_log,
-    _read_memory_log,
-    _read_parquet_log,
-    _read_recbole_log,
-    check_file,
-    detect_amazon,
-    infer_format,
-)
+from .readers.amazon import _read_amazon_log, detect_amazon
+from .readers.base import FORMATS, RawLog, _strip_compression, check_file, infer_format
+from .readers.delimited import _header_names, _read_csv_log, read_delimited
+from .readers.jsonl import _read_jsonl_log, read_json_lines
+from .readers.memory import _read_memory_log, table_from_memory
+from .readers.parquet import _read_parquet_any, _read_parquet_log
+from .readers.recbole import _read_recbole_log, read_recbole_table
 
 
 def read_log(
@@ -71,3 +69,36 @@ def read_log(
     if fmt == "recbole":
         return _read_recbole_log(path, mapping)
     return read_movielens(path, mapping)
+
+
+def read_side_table(source, kind: str, id_columns: Sequence[str] = ()) -> tuple[pa.Table, str]:
+    """Read an item or user side table from a file (CSV/TSV/Parquet/JSONL/RecBole `.item`/`.user`) or a table.
+
+    Args:
+        source: Path, `pyarrow.Table`, `pandas.DataFrame` or `datasets.Dataset`.
+        kind: "items" or "users", for messages.
+        id_columns: Names (case-insensitive) that may hold the id; in CSV/TSV they are read as text, so that
+            "0042" stays "0042" as it does in the behaviour log.
+
+    Returns:
+        `(table, source name)`.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return table_from_memory(source, kind), f"<{kind} table>"
+    path = check_file(source)
+    name = _strip_compression(path.name.lower())
+    if name.endswith((".item", ".user")):
+        table, _ = read_recbole_table(path)
+        return table, str(path)
+    fmt = infer_format(path)
+    if fmt == "parquet":
+        return _read_parquet_any(path), str(path)
+    if fmt == "jsonl":
+        return read_json_lines(path), str(path)
+    if fmt in ("csv", "tsv"):
+        delimiter = "," if fmt == "csv" else "\t"
+        names = _header_names(path, delimiter, "utf-8")
+        wanted = {c.lower() for c in id_columns}
+        types = {n: pa.string() for n in names if n.lower() in wanted}
+        return read_delimited(path, delimiter=delimiter, include=names, column_types=types), str(path)
+    raise ValueError(f"{path}: cannot read a {kind} table in format {fmt!r}; use CSV, TSV, Parquet or JSON Lines.")

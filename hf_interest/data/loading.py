@@ -27,18 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from ._arrow import as_array, drop_empty_strings, fill_empty_lists
+from ._arrow import as_array, drop_empty_strings, fill_empty_lists, first_line
 from .cleaning import CleaningConfig, DataReport, Events, prepare_events
 from .columns import ITEM_CANDIDATES, USER_CANDIDATES, ColumnMapping, ItemColumns, resolve_item_columns
-from .dispatch import read_log
-from .readers import (
-    canonical_items,
-    canonical_users,
-    detect_amazon,
-    first_line,
-    read_amazon_items,
-    read_side_table,
-)
+from .dispatch import read_log, read_side_table
+from .readers import canonical_items, canonical_users, detect_amazon, read_amazon_items
 from .splits import SplitSpec, build_splits, parse_split
 from .vocab import encode_sequences, make_dataset, vocabulary_order
 

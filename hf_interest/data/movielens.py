@@ -26,8 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -346,7 +344,7 @@ def find_movielens_100k(
 def download_movielens_100k(
     cache_dir: str | os.PathLike | None = None, *, url: str = ML100K_URL, md5: str = ML100K_MD5, timeout: float = 60
 ) -> Path:
-    """Download the official MovieLens-100K archive, check its MD5 and unpack it into the cache.
+    """Download the official MovieLens-100K archive with `pooch` (MD5 checked), and unpack it into the cache.
 
     Args:
         cache_dir: The cache (default `default_cache_dir()`); files go to `<cache>/movielens/ml-100k`.
@@ -361,27 +359,30 @@ def download_movielens_100k(
         ConnectionError: The download failed.
         ValueError: The archive does not match the checksum (nothing is kept).
     """
+    import pooch  # noqa: PLC0415 (only for this download)
+    import requests  # noqa: PLC0415 (pooch's HTTP client)
+
     root = Path(cache_dir or default_cache_dir()) / "movielens"
     root.mkdir(parents=True, exist_ok=True)
     target = root / "ml-100k"
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        archive = Path(tmp) / "ml-100k.zip"
-        digest = hashlib.md5()
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(archive, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-        except (urllib.error.URLError, OSError) as err:
+            archive = pooch.retrieve(
+                url, known_hash=f"md5:{md5}", fname="ml-100k.zip", path=tmp, progressbar=False,
+                downloader=pooch.HTTPDownloader(timeout=timeout),
+            )  # fmt: skip
+        except ValueError as err:  # pooch: the hash does not match (the file is removed), or not an HTTP(S) URL
+            if "hash" not in str(err).lower():
+                raise ValueError(f"Cannot download MovieLens-100K from {url}: {err}") from None
+            raise ValueError(
+                f"The archive downloaded from {url} has another MD5 than the expected {md5}: the download is corrupt "
+                f"or the file changed upstream ({err}). Nothing was kept; try again."
+            ) from None
+        except (requests.exceptions.RequestException, OSError) as err:
             raise ConnectionError(
                 f"Could not download MovieLens-100K from {url}: {err}. Download ml-100k.zip yourself, unzip it and "
                 f"pass its directory: load_movielens_100k('path/to/ml-100k')."
             ) from None
-        if digest.hexdigest() != md5:
-            raise ValueError(
-                f"The archive downloaded from {url} has MD5 {digest.hexdigest()}, expected {md5}: the download is "
-                f"corrupt or the file changed upstream. Nothing was kept; try again."
-            )
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.namelist() if m.startswith("ml-100k/") and not m.endswith("/")]
             if "ml-100k/u.data" not in members:

@@ -1,7 +1,8 @@
-"""Click-prediction metrics in torch: ROC AUC (ties averaged), log loss, and group AUC (per user).
+"""Click-prediction metrics: ROC AUC and log loss (scikit-learn's `roc_auc_score` / `log_loss` on checked inputs),
+and group AUC (the AUC within each user, in one vectorised pass; scikit-learn has no GAUC).
 
-One definition, used by the training loop; `interest_click` (the `evaluate` module in this package) is its numpy twin
-and the tests check that both agree with each other and with scikit-learn's `roc_auc_score` / `log_loss`.
+Used by the training loop; `interest_click` (the `evaluate` module in this package) computes the same with the same
+scikit-learn functions, and the tests check that both agree.
 """
 
 from __future__ import annotations
@@ -32,33 +33,27 @@ def _check(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return probabilities, labels.long()
 
 
-def average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of `values` (1-D), tied values sharing the mean of their ranks (scipy's `rankdata` 'average')."""
-    unique, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()  # rank of the last member of each tie group
-    return (ends - (counts.double() - 1) / 2)[inverse]
-
-
 def roc_auc(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
     """
-    Area under the ROC curve as the Mann-Whitney statistic: the chance that a random positive scores above a random
+    Area under the ROC curve (`sklearn.metrics.roc_auc_score`): the chance that a random positive scores above a random
     negative, ties counting one half. Raises a `ValueError` when only one class is present (AUC is undefined).
     """
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 (scikit-learn is slow to import)
+
     scores, labels = _check(probabilities, labels)
     num_pos = int(labels.sum())
     num_neg = labels.numel() - num_pos
     if num_pos == 0 or num_neg == 0:
         raise ValueError(f"AUC needs both classes, got {num_pos} positives and {num_neg} negatives.")
-    ranks = average_ranks(scores)
-    return float((ranks[labels == 1].sum() - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg))
+    return float(roc_auc_score(labels.numpy(), scores.numpy()))
 
 
 def log_loss(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean binary cross-entropy, probabilities clipped to [eps, 1 - eps] with eps the float64 machine epsilon."""
+    """Mean binary cross-entropy (`sklearn.metrics.log_loss`: probabilities clipped to the float64 machine epsilon)."""
+    from sklearn.metrics import log_loss as sklearn_log_loss  # noqa: PLC0415
+
     probs, labels = _check(probabilities, labels)
-    eps = torch.finfo(torch.float64).eps
-    probs = probs.clamp(eps, 1 - eps)
-    return float(-(labels * probs.log() + (1 - labels) * (1 - probs).log()).mean())
+    return float(sklearn_log_loss(labels.numpy(), probs.numpy(), labels=[0, 1]))
 
 
 def group_auc(probabilities: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> tuple[float, int]:

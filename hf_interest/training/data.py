@@ -51,7 +51,7 @@ def exclude_items(data, item_ids) -> tuple[object, dict]:
     Keeps items out of training entirely, as if they did not exist yet (cold start): they leave the items table, hence
     the vocabulary, and their events leave every history (training sequences, and the histories of validation and
     test rows, which the model reads during training). Targets are left as they are: a validation or test row whose
-    target is excluded has an unknown target, which `get_dataloaders` removes from evaluation and counts. The counts
+    target is excluded has an unknown target, which `next_item_dataloaders` removes from evaluation and counts. The counts
     are added to `data.report`.
 
     Args:

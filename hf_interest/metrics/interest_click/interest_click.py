@@ -1,21 +1,23 @@
 """`evaluate` metric module: ROC AUC, log loss and group AUC for click prediction.
 
 Load it with `evaluate.load(hf_interest.metrics.CLICK_METRIC_PATH)`. `evaluate` copies this file into its module cache
-and imports it from there, so it must stay self-contained: it imports only evaluate, datasets and numpy (one import per
-line, because evaluate scans the import lines) and never `hf_interest`. It implements in numpy the same definitions
-as `hf_interest.metrics.click`; the tests check both against each other and against scikit-learn.
+and imports it from there, so it must stay self-contained: it imports only evaluate, datasets, numpy and scikit-learn
+(one import per line, because evaluate scans the import lines) and never `hf_interest`. AUC and log loss are
+scikit-learn's, as in `hf_interest.metrics.click`; the tests check both against each other.
 """
 
 import datasets
 import evaluate
 import numpy as np
+import sklearn.metrics
 
 _DESCRIPTION = """\
 Metrics for click (CTR) prediction: one predicted click probability and one 0/1 label per example.
 
-- AUC: area under the ROC curve, computed as the Mann-Whitney statistic (the chance that a random positive scores
-  above a random negative, ties counting one half); equal to scikit-learn's `roc_auc_score`.
-- log loss: mean binary cross-entropy, probabilities clipped to [eps, 1 - eps] (eps = float64 machine epsilon).
+- AUC: area under the ROC curve (scikit-learn's `roc_auc_score`: the chance that a random positive scores above a
+  random negative, ties counting one half).
+- log loss: mean binary cross-entropy (scikit-learn's `log_loss`, probabilities clipped to the float64 machine
+  epsilon).
 - GAUC (with `groups`, e.g. user ids): the AUC within each group, averaged with weights equal to the group's number
   of examples, over the groups holding both classes (`gauc_groups` says how many).
 Probabilities must be finite and in [0, 1] (pass sigmoid(logits)); labels must be 0 or 1.
@@ -49,20 +51,12 @@ Examples:
 """
 
 
-def _average_ranks(values):
-    """1-based ranks, tied values sharing the mean of their ranks."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts).astype(np.float64)
-    return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
-
-
 def _auc(scores, labels):
     num_pos = int(labels.sum())
     num_neg = labels.size - num_pos
     if num_pos == 0 or num_neg == 0:
         raise ValueError(f"AUC needs both classes, got {num_pos} positives and {num_neg} negatives.")
-    ranks = _average_ranks(scores)
-    return float((ranks[labels == 1].sum() - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg))
+    return float(sklearn.metrics.roc_auc_score(labels, scores))
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -97,11 +91,9 @@ class InterestClick(evaluate.Metric):
             )
         if not np.isin(labels, (0, 1)).all():
             raise ValueError(f"references must be 0 or 1, got values {np.unique(labels)[:10].tolist()}.")
-        eps = np.finfo(np.float64).eps
-        clipped = np.clip(scores, eps, 1 - eps)
         results = {
             "auc": _auc(scores, labels),
-            "log_loss": float(-(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean()),
+            "log_loss": float(sklearn.metrics.log_loss(labels, scores, labels=[0, 1])),
             "positive_rate": float(labels.mean()),
             "num_examples": int(labels.size),
         }
