@@ -46,3 +46,16 @@ def test_architecture_contracts_hold():
     run = subprocess.run([lint_imports], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "0 broken" in run.stdout
+
+
+def test_every_package_of_hf_interest_ships_in_the_wheel():
+    """pyproject.toml lists the packages by hand (model_cards/ is mapped in); a package missing there is missing from
+    the wheel although an editable install still finds it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "hf_interest").rglob("__init__.py")}
+    assert found - listed == set()
+    assert "hf_interest.model_cards" in listed and not any(
+        name.startswith("hf_interest.hub_scripts") for name in listed
+    )
