@@ -7,8 +7,12 @@ options (`--help` prints each field's `help`), checked field by field in `__post
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from transformers import HfArgumentParser
 
 from ..data.splits import to_seconds
 from ..modeling_interest import DEFAULT_LORA_TARGET_MODULES
@@ -411,11 +415,6 @@ def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
     Returns:
         `(DataArguments, ModelArguments, TrainArguments)`.
     """
-    import os
-    import sys
-
-    from transformers import HfArgumentParser
-
     # No abbreviations: `--learning_rat` must not silently become `--learning_rate` (or another flag added later).
     parser = HfArgumentParser((DataArguments, ModelArguments, TrainArguments), prog=prog, allow_abbrev=False)
     argv = sys.argv[1:] if argv is None else list(argv)
