@@ -89,8 +89,8 @@ def test_resume_gives_the_same_final_metrics(runs):
     resumed = json.loads((runs["resumed"] / "eval_results.json").read_text())
     assert resumed["test"] == full["test"]
     assert resumed["validation"] == full["validation"]
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full["training"]["history"]]
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["training"]["history"]] == strip
+    strip = [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in full["training"]["history"]]
+    assert [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in resumed["training"]["history"]] == strip
 
 
 def test_evaluate_script_reproduces_the_test_metrics(runs, tmp_path):
@@ -153,3 +153,37 @@ def test_ema_arguments_are_checked_before_any_data_is_read(extra, message):
     )
     assert run.returncode != 0
     assert message in run.stderr
+
+
+def test_max_steps_stops_mid_epoch_and_still_tests_and_saves(tmp_path):
+    """48 users in windows of 8 make more than 2 steps an epoch: --max_steps 2 stops inside the first epoch, then
+    validates, tests and writes the run folder as usual; the history says how many events were read."""
+    folder = tmp_path / "two_steps"
+    run = _run("train.py", *tiny_train_args(48, 8, 5), "--output_dir", str(folder), "--max_steps", "2")
+    results = json.loads((folder / "eval_results.json").read_text())
+    training = results["training"]
+    assert training["optimizer_steps"] == 2 and training["epochs_run"] == 1
+    epoch = training["history"][0]
+    assert 0 < epoch["train_events"] <= 2 * 8 * 24  # two batches of at most 8 windows of at most 24 events
+    assert epoch["validation_seconds"] > 0 and training["test_evaluation_seconds"] > 0
+    assert "Stopping after 2 optimizer steps as asked (--max_steps)." in run.stdout
+    assert (folder / "model.safetensors").is_file()
+    assert results["test"]["exclude_seen"]["model"]["num_users"] == 48
+
+
+def test_auto_loss_is_stated_in_the_log_and_recorded(runs):
+    """30 synthetic items are far under the threshold: auto picks the full softmax, says so and records it."""
+    assert "loss: full_softmax (--loss_type auto:" in runs["full_log"]
+    config = json.loads((runs["full"] / "config.json").read_text())
+    assert config["loss_type"] == "full_softmax"
+
+
+def test_max_steps_below_one_is_refused():
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "hub_scripts" / "train.py"), *TINY, "--output_dir", "unused", "--max_steps", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert run.returncode != 0 and "--max_steps must be at least 1" in run.stderr

@@ -9,6 +9,7 @@ from hf_interest import InterestConfig, InterestForNextItemPrediction
 from hf_interest.data import DataCollatorForInterest
 from hf_interest.metrics import PopularityRecommender, RankingAccumulator
 from hf_interest.training import EvalCollator, LengthGroupedSampler, evaluate_next_item, window_starts
+from hf_interest.training.arguments import FULL_SOFTMAX_MAX_ITEMS, resolve_loss_type
 
 
 @pytest.mark.parametrize("window", [2, 3, 5, 11])
@@ -87,3 +88,18 @@ def test_evaluate_next_item_scores_model_and_baseline_with_the_same_code():
                 accumulator.update(scores, batch["labels"], batch["seen"])
             assert block[name] == accumulator.compute()
     assert results["exclude_seen"]["model"]["num_users"] == 9
+
+
+@pytest.mark.parametrize(
+    "asked,num_items,chosen,said",
+    [
+        ("auto", FULL_SOFTMAX_MAX_ITEMS, "full_softmax", "at most"),
+        ("auto", FULL_SOFTMAX_MAX_ITEMS + 1, "sampled_softmax", "over"),
+        ("full_softmax", 10 * FULL_SOFTMAX_MAX_ITEMS, "full_softmax", "--loss_type full_softmax"),
+        ("sampled_softmax", 10, "sampled_softmax", "--loss_type sampled_softmax"),
+    ],
+)
+def test_auto_loss_switches_to_the_sampled_softmax_above_the_threshold_and_says_why(asked, num_items, chosen, said):
+    loss, why = resolve_loss_type(asked, num_items)
+    assert loss == chosen
+    assert why.startswith(f"loss: {chosen}") and said in why

@@ -21,6 +21,12 @@ TASKS = ("next-item", "click", "forecast")
 
 DEFAULT_EMA_DECAY = 0.99  # --ema_decay for full training of the next-item model
 
+# --loss_type auto: the full softmax up to this many vocabulary entries, the sampled softmax above. A training batch
+# of the defaults (64 windows of 200 events) scores 12,800 positions against every item: 12,800 x 20,000 float32
+# logits are 1 GB, and the loss holds a few such tensors (logits, their gradient, the seen-item mask), so the full
+# softmax stays near 4 GB at this size but passes 21 GB at 90,000 items.
+FULL_SOFTMAX_MAX_ITEMS = 20_000
+
 
 @dataclass
 class DataArguments:
@@ -94,7 +100,15 @@ class ModelArguments:
     hidden_dropout_prob: float = field(default=0.2, metadata={"help": "Dropout on embeddings and layer outputs."})
     attention_probs_dropout_prob: float = field(default=0.0, metadata={"help": "Dropout on attention probabilities."})
     use_time_gaps: bool = field(default=True, metadata={"help": "Add the bucketised time-gap embedding."})
-    loss_type: str = field(default="full_softmax", metadata={"help": "'full_softmax' or 'sampled_softmax'."})
+    loss_type: str = field(
+        default="auto",
+        metadata={
+            "help": f"'full_softmax' (every item scored at every position), 'sampled_softmax' (the target against "
+            f"num_negative_samples items drawn by popularity^0.75, with the log-Q correction) or 'auto': the full "
+            f"softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, the sampled softmax above (the full one's memory grows "
+            f"with batch positions x items); the choice is printed and recorded."
+        },
+    )
     num_negative_samples: int = field(default=1024, metadata={"help": "Negatives per batch for sampled_softmax."})
     loss_exclude_seen: bool = field(
         default=True,
@@ -148,7 +162,7 @@ class ModelArguments:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "item_id_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}.")
-        _check_choice("loss_type", self.loss_type, ("full_softmax", "sampled_softmax"))
+        _check_choice("loss_type", self.loss_type, ("auto", "full_softmax", "sampled_softmax"))
         _check_choice("item_representation", self.item_representation, ("id", "text", "id+text"))
 
 
@@ -167,6 +181,14 @@ class TrainArguments:
     output_dir: str = field(default="runs/interest", metadata={"help": "Run folder: model, results, checkpoints."})
     num_train_epochs: int = field(
         default=200, metadata={"help": "Upper bound on epochs (early stopping ends sooner)."}
+    )
+    max_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many optimizer steps in all, mid-epoch if need be (the learning-rate schedule "
+            "spans them); the run is then validated, tested and saved as usual. For smoke tests and throughput "
+            "measurements (benchmarks/benchmark_scale.py)."
+        },
     )
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Training windows per device and step."})
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Users per device in evaluation."})
@@ -298,6 +320,8 @@ class TrainArguments:
             raise ValueError(f"--ema_decay must be in [0, 1) (0: off), got {self.ema_decay}.")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
             raise ValueError(f"--stop_after_epochs must be at least 1, got {self.stop_after_epochs}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--max_steps must be at least 1 (or left out), got {self.max_steps}.")
         if self.lora_r < 0:
             raise ValueError(f"--lora_r must be 0 (LoRA off) or a positive rank, got {self.lora_r}.")
         if self.lora_r:
@@ -315,6 +339,24 @@ class TrainArguments:
             targets_from_seconds(self.targets_from)  # a ValueError naming the text when it is not a time
         if Path(self.output_dir).is_file():
             raise ValueError(f"--output_dir {self.output_dir} is a file; name a folder (it is created if missing).")
+
+
+def resolve_loss_type(loss_type: str, num_items: int) -> tuple[str, str]:
+    """
+    `--loss_type` for a vocabulary of `num_items` entries: `"auto"` becomes the full softmax up to
+    `FULL_SOFTMAX_MAX_ITEMS`, the sampled softmax above. Returns `(loss_type, why)`, `why` a sentence for the log.
+    """
+    if loss_type != "auto":
+        return loss_type, f"loss: {loss_type} (--loss_type {loss_type})"
+    if num_items <= FULL_SOFTMAX_MAX_ITEMS:
+        return "full_softmax", (
+            f"loss: full_softmax (--loss_type auto: {num_items:,} vocabulary entries, at most {FULL_SOFTMAX_MAX_ITEMS:,})"
+        )
+    return "sampled_softmax", (
+        f"loss: sampled_softmax with the log-Q correction (--loss_type auto: {num_items:,} vocabulary entries, over "
+        f"{FULL_SOFTMAX_MAX_ITEMS:,}; the full softmax's memory grows with batch positions x items). Pass "
+        "--loss_type full_softmax to score every item anyway."
+    )
 
 
 def module_names(text: str) -> list[str]:

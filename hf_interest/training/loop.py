@@ -93,6 +93,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         len(task.train_loader) / accelerator.num_processes / train_args.gradient_accumulation_steps
     )
     total_steps = steps_per_epoch * train_args.num_train_epochs
+    if train_args.max_steps is not None:
+        total_steps = min(total_steps, train_args.max_steps)
     scheduler = get_scheduler(
         train_args.lr_scheduler_type,
         optimizer=optimizer,
@@ -133,6 +135,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         "history": [],
         "train_seconds": 0.0,  # training steps only
         "wall_seconds": 0.0,  # training, validation and the best-model write: the loop's wall clock
+        "steps": 0,  # optimizer steps
     }
     state = resume(accelerator, checkpoints, train_args.resume_from_checkpoint, state)
     metric = task.metric
@@ -148,12 +151,15 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
 
     # The loop. A run killed after early stopping had triggered goes straight to the test.
     epoch_seconds = []
-    finished = state["bad_epochs"] >= train_args.early_stopping_patience
+    finished = state["bad_epochs"] >= train_args.early_stopping_patience or (
+        train_args.max_steps is not None and state.get("steps", 0) >= train_args.max_steps
+    )
     for epoch in range(state["epoch"], state["epoch"] if finished else train_args.num_train_epochs):
         epoch_start = time.perf_counter()
         trained.train()
         train_loader.set_epoch(epoch)
         total_loss, num_batches = torch.zeros((), device=accelerator.device), 0
+        events = torch.zeros((), dtype=torch.long, device=accelerator.device)  # real (not padding) input events
         # main process only; None lets tqdm switch itself off when the output is not a terminal (CI logs)
         show = None if accelerator.is_local_main_process else True
         for batch in tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=show, leave=False):
@@ -169,12 +175,18 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
                 scheduler.step()
                 optimizer.zero_grad()
             total_loss += loss.detach()
+            events += batch["attention_mask"].sum()
             if ema is not None and accelerator.sync_gradients:
                 ema.update_parameters(accelerator.unwrap_model(model))
             num_batches += 1
             if num_batches == 2:
                 fault_point("train_step", epoch + 1)
+            if accelerator.sync_gradients:
+                state["steps"] = state.get("steps", 0) + 1
+                if train_args.max_steps is not None and state["steps"] >= train_args.max_steps:
+                    break
         train_loss = accelerator.gather(total_loss).mean().item() / max(num_batches, 1)
+        events = int(accelerator.gather(events).sum().item())
         if joint is not None:  # every item re-encoded by the updated encoder: what is evaluated and saved
             joint.refresh_item_text_embeddings()
         seconds = time.perf_counter() - epoch_start
@@ -182,9 +194,19 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         state["train_seconds"] += seconds
 
         fault_point("evaluation", epoch + 1)
+        validation_start = time.perf_counter()
         value = task.metric_value(task.evaluate(evaluated, "validation"))
         state["epoch"] = epoch + 1
-        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, metric: value, "seconds": seconds})
+        state["history"].append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                metric: value,
+                "seconds": seconds,
+                "train_events": events,  # input events read, over all processes
+                "validation_seconds": time.perf_counter() - validation_start,
+            }
+        )
         accelerator.log({"train/loss": train_loss, f"validation/{metric}": value}, step=epoch + 1)
         best = state["best_metric"]
         improved = best is None or (value > best if task.higher_is_better else value < best)
@@ -207,6 +229,9 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         if state["bad_epochs"] >= train_args.early_stopping_patience:
             accelerator.print(f"Early stopping: no better validation {metric} for {state['bad_epochs']} epochs.")
             break
+        if train_args.max_steps is not None and state["steps"] >= train_args.max_steps:
+            accelerator.print(f"Stopping after {state['steps']} optimizer steps as asked (--max_steps).")
+            break
         if train_args.stop_after_epochs is not None and epoch + 1 >= train_args.stop_after_epochs:
             accelerator.print(f"Stopping after epoch {epoch + 1} as asked (--stop_after_epochs).")
             accelerator.end_training()
@@ -222,7 +247,9 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     best = _load_best(type(task.model), checkpoints / "best", train_args.init_from if use_lora else None)
     # Evaluated only: no DDP wrapper (a loaded adapter has no parameter that requires a gradient, which DDP refuses).
     best = accelerator.prepare_model(best, evaluation_mode=True)
+    test_start = time.perf_counter()
     test_results = task.evaluate(best, "test")
+    test_seconds = time.perf_counter() - test_start
     val_results = task.evaluate(best, "validation")
 
     eval_results = {
@@ -253,6 +280,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             "wall_time_to_best_epoch_s": state.get("wall_time_to_best_s"),
             "wall_seconds": state.get("wall_seconds"),
             "train_seconds": state["train_seconds"],
+            "optimizer_steps": state.get("steps"),
+            "test_evaluation_seconds": test_seconds,
             "total_time_s": time.perf_counter() - started,
             "num_processes": accelerator.num_processes,
             "seed": train_args.seed,

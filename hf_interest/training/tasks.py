@@ -41,7 +41,7 @@ from ..modeling_interest import (
 )
 from ..tokenization_interest import ItemTokenizer
 from .adapters import load_init_model
-from .arguments import DataArguments, ModelArguments, TrainArguments
+from .arguments import DataArguments, ModelArguments, TrainArguments, resolve_loss_type
 from .data import LengthGroupedSampler, next_item_dataloaders, train_windows
 from .evaluation import evaluate_next_item, popularity_baseline
 
@@ -313,6 +313,8 @@ def build_task(data, data_args: DataArguments, model_args: ModelArguments, train
 def _new_next_item_model(data, tokenizer, data_args: DataArguments, model_args: ModelArguments, log):
     """A next-item model from the model arguments; with a text tower, the item texts are embedded once here."""
     model_fields, text_embeddings = asdict(model_args), None
+    model_fields["loss_type"], why = resolve_loss_type(model_args.loss_type, len(tokenizer))
+    log(why + (f", {model_args.num_negative_samples:,} negatives per batch" if "sampled" in why else ""))
     if model_args.item_representation in ("text", "id+text"):  # embed the item texts once; saved with the model
         from ..text_encoding import DEFAULT_TEXT_ENCODER, encode_item_texts, item_texts
 
