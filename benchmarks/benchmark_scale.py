@@ -35,6 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from hf_interest.tokenization_interest import SPECIAL_TOKENS
+from hf_interest.training.arguments import resolve_loss_type
+
 MEAN_EVENTS_PER_USER = 100
 
 
@@ -125,10 +128,19 @@ def measure_train(path: Path, loss_type: str, max_steps: int | None, extra: list
     }
 
 
-def _run(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+def _run(args: list[str], memory_limit_gb: float) -> dict:
+    """One measurement in a fresh process whose data segment is capped at `memory_limit_gb` (RLIMIT_DATA): a run
+    that would need more fails with torch's allocation error, recorded in the row, instead of meeting the OOM killer."""
+    limit = int(memory_limit_gb * 2**30)
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    command = [sys.executable, __file__, *args]
+    out = subprocess.run(command, capture_output=True, text=True, check=False, preexec_fn=cap)
     if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]}
+        lines = [line for line in out.stderr.strip().splitlines() if "Error" in line] or out.stderr.splitlines()
+        return {"error": (lines or [f"exit code {out.returncode}"])[-1][:300]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -153,7 +165,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--losses", default="auto,sampled_softmax", help="comma-separated --loss_type values")
+    parser.add_argument(
+        "--losses", default="full_softmax,sampled_softmax", help="comma-separated --loss_type values to time per cell"
+    )
+    parser.add_argument("--memory_limit_gb", type=float, default=20.0, help="RLIMIT_DATA of each measurement")
     parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps timed per cell")
     parser.add_argument("--full_epoch", action="store_true", help="time one whole epoch instead of --max_steps")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hf_interest_scale")
@@ -179,21 +194,28 @@ def main() -> None:
                 t0 = time.perf_counter()
                 generate(path, events, items, args.seed)
                 print(f"generated {path} in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
-            ingest = _run(["--measure", "ingest", str(path)])
+            ingest = _run(["--measure", "ingest", str(path)], args.memory_limit_gb)
             print(f"ingest {events:,} x {items:,}: {ingest}", file=sys.stderr, flush=True)
-            seen = set()
+            vocabulary = ingest.get("items", items) + len(SPECIAL_TOKENS)
+            auto, _ = resolve_loss_type("auto", vocabulary)
             for loss in args.losses.split(","):
-                steps = "epoch" if args.full_epoch else str(args.max_steps)
-                train = _run(["--measure", "train", str(path), loss, steps, *extra])
-                print(f"train {events:,} x {items:,} {loss}: {train}", file=sys.stderr, flush=True)
-                if train.get("loss_type") in seen:  # auto chose what the next setting would measure again
+                row = {"events_target": events, "catalogue": items, "loss": loss, "auto_picks": auto, "ingest": ingest}
+                # The full softmax's logits alone: one float32 score per batch position and vocabulary entry.
+                logits_gb = 64 * 200 * vocabulary * 4 / 2**30
+                if loss == "full_softmax" and logits_gb > args.memory_limit_gb:
+                    row["error"] = (
+                        f"not run: its logits alone take {logits_gb:,.0f} GB (64 x 200 x {vocabulary:,} x 4 B)"
+                    )
+                    rows.append(row)
                     continue
-                seen.add(train.get("loss_type"))
-                rows.append({"events_target": events, "catalogue": items, "loss": loss, "ingest": ingest, **train})
+                steps = "epoch" if args.full_epoch else str(args.max_steps)
+                train = _run(["--measure", "train", str(path), loss, steps, *extra], args.memory_limit_gb)
+                print(f"train {events:,} x {items:,} {loss}: {train}", file=sys.stderr, flush=True)
+                rows.append(row | train)
 
     header = (
         f"{'events':>11} {'catalogue':>9} {'vocab':>9} {'users':>7} {'ingest ev/s':>11} {'ingest MB':>9} "
-        f"{'loss':>15} {'steps':>6} {'train ev/s':>10} {'peak MB':>8} {'val s':>7} {'rec ms b1':>9} "
+        f"{'loss':>16} {'steps':>6} {'train ev/s':>10} {'peak MB':>8} {'val s':>7} {'rec ms b1':>9} "
         f"{'rec ms b64':>10} {'NDCG@10':>7} {'pop':>6}"
     )
     print(header)
@@ -201,11 +223,12 @@ def main() -> None:
     for r in rows:
         ingest = r["ingest"]
         if "error" in r:
-            print(f"{ingest.get('events', 0):>11,} {r['catalogue']:>9,} {r['loss']:>15}  failed: {r['error']}")
+            print(f"{ingest.get('events', 0):>11,} {r['catalogue']:>9,} {r['loss']:>35}  {r['error']}")
             continue
         print(
             f"{ingest['events']:>11,} {r['catalogue']:>9,} {r['vocabulary']:>9,} {ingest['users']:>7,} "
-            f"{ingest['events_per_s']:>11,.0f} {ingest['peak_rss_mb']:>9,.0f} {r['loss_type']:>15} "
+            f"{ingest['events_per_s']:>11,.0f} {ingest['peak_rss_mb']:>9,.0f} "
+            f"{r['loss_type'] + ('*' if r['loss_type'] == r['auto_picks'] else ''):>16} "
             f"{r['optimizer_steps']:>6} {r['train_events_per_s']:>10,.0f} {r['peak_rss_mb']:>8,.0f} "
             f"{r['validation_seconds']:>7.1f} {r['recommend_ms_batch1']:>9.1f} {r['recommend_ms_batch64']:>10.1f} "
             f"{r['test_ndcg@10']:>7.4f} {r['test_popularity_ndcg@10']:>6.4f}"
@@ -251,6 +274,7 @@ def main() -> None:
         f"protocol of NDCG@10: test split (leave-one-out, each user's last event), full ranking over the vocabulary, "
         f"seen items excluded; 'pop' is the popularity baseline by the same code. 'steps' optimizer steps of 64 "
         f"windows were timed{' (one whole epoch)' if args.full_epoch else ''}; validation covers every user.\n"
+        f"*: what --loss_type auto (the default) picks for this vocabulary.\n"
         f"machine: {os.cpu_count()} CPUs; one process at a time; peak MB is the peak RSS of the whole training process."
     )
     args.output_json.parent.mkdir(parents=True, exist_ok=True)

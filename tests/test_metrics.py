@@ -435,3 +435,44 @@ def test_results_table_states_protocol_and_baseline():
     other = ranking_metrics_from_ranks(torch.tensor([0, 1]), KS)
     with pytest.raises(ValueError, match="different numbers of users"):
         format_results_table({"interest": other, "popularity": baseline}, protocol)
+
+
+def test_excluded_items_may_hold_non_finite_scores_and_negative_padding_is_ignored(random_case):
+    """With exclude_seen, a history item (repeated, padded with -1) holding NaN or +inf is not a candidate, so the
+    ranks equal the brute-force definition's; without exclude_seen the same scores are refused."""
+    scores, targets, _, seen_lists = random_case
+    scores = scores.clone()
+    seen = torch.full((len(seen_lists), 2 * max(map(len, seen_lists))), -1, dtype=torch.long)
+    for u, items in enumerate(seen_lists):
+        doubled = items + items  # every history item twice
+        seen[u, : len(doubled)] = torch.tensor(doubled, dtype=torch.long)
+        for i in set(items) - {int(targets[u])}:
+            scores[u, i] = float("nan") if i % 2 else float("inf")
+    ranks = ranks_from_scores(scores, targets, seen, exclude_seen=True, ignore_index=SPECIALS)
+    assert ranks.tolist() == reference_ranks(scores.tolist(), targets.tolist(), seen_lists, True, SPECIALS)
+    with pytest.raises(ValueError, match="non-finite"):
+        ranks_from_scores(scores, targets, seen, exclude_seen=False, ignore_index=SPECIALS)
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 22, 7])
+def test_both_protocols_in_one_pass_equal_the_two_separate_rankings(random_case, monkeypatch, chunk_elements):
+    """The shared pass (in one column chunk, or in many of a few columns) gives exactly the two rankings, for model
+    scores and for the popularity baseline's expanded view."""
+    import hf_interest.metrics.ranking as ranking
+
+    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", chunk_elements)
+    scores, targets, seen, seen_lists = random_case
+    popularity = PopularityRecommender.from_sequences(seen_lists, num_items=NUM_ITEMS, ignore_index=SPECIALS)
+    for matrix in (scores, popularity.full_sort_scores(len(targets))):
+        excluded, included = ranking.ranks_under_both_protocols(matrix, targets, seen, ignore_index=SPECIALS)
+        for exclude_seen, ranks in ((True, excluded), (False, included)):
+            expected = reference_ranks(matrix.tolist(), targets.tolist(), seen_lists, exclude_seen, SPECIALS)
+            assert ranks.tolist() == expected
+
+
+def test_add_ranks_checks_the_catalogue_like_update():
+    accumulator = RankingAccumulator((1,))
+    accumulator.add_ranks(torch.tensor([0, 3]), num_items=10)
+    assert accumulator.protocol["num_items"] == 10
+    with pytest.raises(ValueError, match="same catalogue"):
+        accumulator.add_ranks(torch.tensor([1]), num_items=11)

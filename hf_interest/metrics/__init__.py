@@ -24,6 +24,7 @@ from .ranking import (
     ranking_metrics_from_ranks,
     ranking_protocol,
     ranks_from_scores,
+    ranks_under_both_protocols,
 )
 
 RANKING_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_ranking")
@@ -51,6 +52,7 @@ __all__ = [
     "ranking_metrics_from_ranks",
     "ranking_protocol",
     "ranks_from_scores",
+    "ranks_under_both_protocols",
     "recent_category_mix",
     "roc_auc",
 ]

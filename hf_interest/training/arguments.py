@@ -204,7 +204,8 @@ class TrainArguments:
         metadata={
             "help": "Training on CPU under Linux/glibc: keep freed memory in malloc's heap for the next step instead "
             "of mapping the large tensors fresh every step (hf_interest.training.kernels.keep_freed_memory_for_reuse; "
-            "about a fifth off a step here). The process keeps its peak memory. --reuse_freed_memory false to leave "
+            "about a fifth off a step here). The process keeps its peak memory. Not applied with the sampled softmax, "
+            "where it saves little and evaluation over a large catalogue fragments the heap. --reuse_freed_memory false to leave "
             "malloc as it is; the glibc variables MALLOC_MMAP_MAX_ / MALLOC_TRIM_THRESHOLD_, when set, win."
         },
     )

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataCollatorForInterest
-from ..metrics import DEFAULT_KS, PopularityRecommender, RankingAccumulator
+from ..metrics import DEFAULT_KS, PopularityRecommender, RankingAccumulator, ranks_under_both_protocols
 
 
 @dataclass
@@ -125,8 +125,12 @@ def evaluate_next_item(
             inputs["timestamps"] = batch["timestamps"]
         scores = model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (B, N)
         baseline = popularity.full_sort_scores(scores.shape[0], device=scores.device)
-        for (_, name), accumulator in accumulators.items():
-            accumulator.update(scores if name == "model" else baseline, batch["labels"], batch["seen"], gather=gather)
+        for name, matrix in (("model", scores), ("popularity", baseline)):
+            # both protocols from one pass over the (B, N) scores
+            ranks = ranks_under_both_protocols(matrix, batch["labels"], batch["seen"], ignore_index=special)
+            for variant, variant_ranks in zip(("exclude_seen", "include_seen"), ranks, strict=True):
+                variant_ranks = gather(variant_ranks) if gather is not None else variant_ranks
+                accumulators[(variant, name)].add_ranks(variant_ranks, num_items=scores.shape[1])
     model.train(was_training)
     results = {}
     for variant in ("exclude_seen", "include_seen"):

@@ -62,8 +62,6 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     )
     set_seed(train_args.seed)
     on_cpu = accelerator.device.type == "cpu"
-    if train_args.reuse_freed_memory and on_cpu:
-        keep_freed_memory_for_reuse()
     started = time.perf_counter()
 
     # Data and the task's model.
@@ -72,6 +70,14 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     accelerator.print(str(data.report))
     task = build_task(data, data_args, model_args, train_args, accelerator.print)
     model = task.model
+    if train_args.reuse_freed_memory and on_cpu:
+        # Not with the sampled softmax (large catalogues): its steps allocate little, while evaluation's (users,
+        # items) score chunks of varying size then fragment a heap that never maps memory back, past 20 GB at
+        # 557k items where plain malloc peaks under 4 GB (benchmarks/benchmark_scale.py).
+        if getattr(model.config, "loss_type", None) == "sampled_softmax":
+            accelerator.print("malloc left as it is (--reuse_freed_memory helps the full softmax only).")
+        else:
+            keep_freed_memory_for_reuse()
     if train_args.cpu_kernels and on_cpu:
         apply_cpu_training_kernels(model)
     use_lora = train_args.lora_r > 0
