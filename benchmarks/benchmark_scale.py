@@ -121,6 +121,7 @@ def measure_train(path: Path, loss_type: str, max_steps: int | None, extra: list
         "test_popularity_ndcg@10": results["test"]["exclude_seen"]["popularity"]["ndcg@10"],
         "total_seconds": total,
         "peak_rss_mb": peak,
+        "train_peak_rss_mb": epoch.get("peak_rss_mb_before_validation"),
         "recommend_ms_batch1": latencies[1],
         "recommend_ms_batch64": latencies[64],
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -174,6 +175,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hf_interest_scale")
     parser.add_argument("--output_json", type=Path, default=Path("runs/benchmark_scale.json"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--include_json", type=Path, nargs="*", default=[], help="earlier outputs whose rows join the table and fits"
+    )
     parser.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)  # internal: one measurement
     args, extra = parser.parse_known_args()  # anything else goes to training, e.g. --hidden_size 32
 
@@ -186,7 +190,7 @@ def main() -> None:
             print(json.dumps(measure_train(path, args.measure[2], steps, extra)))
         return
 
-    rows = []
+    rows = [row for path in args.include_json for row in json.loads(path.read_text())["rows"]]
     for events in args.events:
         for items in args.items:
             path = args.workdir / f"events{events}_items{items}_seed{args.seed}.parquet"
@@ -216,7 +220,7 @@ def main() -> None:
     header = (
         f"{'events':>11} {'catalogue':>9} {'vocab':>9} {'users':>7} {'ingest ev/s':>11} {'ingest MB':>9} "
         f"{'loss':>16} {'steps':>6} {'train ev/s':>10} {'peak MB':>8} {'val s':>7} {'rec ms b1':>9} "
-        f"{'rec ms b64':>10} {'NDCG@10':>7} {'pop':>6}"
+        f"{'rec ms b64':>10} {'NDCG@10':>7} {'pop':>6} {'train MB':>8} {'test s':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -231,7 +235,8 @@ def main() -> None:
             f"{r['loss_type'] + ('*' if r['loss_type'] == r['auto_picks'] else ''):>16} "
             f"{r['optimizer_steps']:>6} {r['train_events_per_s']:>10,.0f} {r['peak_rss_mb']:>8,.0f} "
             f"{r['validation_seconds']:>7.1f} {r['recommend_ms_batch1']:>9.1f} {r['recommend_ms_batch64']:>10.1f} "
-            f"{r['test_ndcg@10']:>7.4f} {r['test_popularity_ndcg@10']:>6.4f}"
+            f"{r['test_ndcg@10']:>7.4f} {r['test_popularity_ndcg@10']:>6.4f} {r.get('train_peak_rss_mb') or 0:>8,.0f} "
+            f"{r['test_seconds']:>7.1f}"
         )
 
     fits = {}
@@ -251,11 +256,15 @@ def main() -> None:
             cells = [r for r in mine if r["events_target"] == events]
             xs = [r["vocabulary"] for r in cells]
             per_item = _linear_slope(xs, [r["peak_rss_mb"] * 2**20 for r in cells])
+            train_per_item = None
+            if all(r.get("train_peak_rss_mb") for r in cells):
+                train_per_item = _linear_slope(xs, [r["train_peak_rss_mb"] * 2**20 for r in cells])
             fits[f"{loss} vs items at {events:,} events"] = {
                 "train_time_per_step": _slope(xs, [r["train_seconds"] / r["optimizer_steps"] for r in cells]),
                 "validation_time": _slope(xs, [r["validation_seconds"] for r in cells]),
                 "peak_rss": _slope(xs, [r["peak_rss_mb"] for r in cells]),
                 "peak_rss_bytes_per_item": per_item,
+                "train_peak_rss_bytes_per_item": train_per_item,
             }
     if fits:
         print("\ngrowth exponents (slope of log cost on log size; 1 = linear) and peak RSS per vocabulary entry:")
@@ -275,7 +284,8 @@ def main() -> None:
         f"seen items excluded; 'pop' is the popularity baseline by the same code. 'steps' optimizer steps of 64 "
         f"windows were timed{' (one whole epoch)' if args.full_epoch else ''}; validation covers every user.\n"
         f"*: what --loss_type auto (the default) picks for this vocabulary.\n"
-        f"machine: {os.cpu_count()} CPUs; one process at a time; peak MB is the peak RSS of the whole training process."
+        f"machine: {os.cpu_count()} CPUs; one process at a time; peak MB is the peak RSS of the whole training process "
+        f"(evaluation included), train MB its peak before the first validation (data, model, training steps)."
     )
     args.output_json.parent.mkdir(parents=True, exist_ok=True)
     args.output_json.write_text(json.dumps({"rows": rows, "fits": fits, "arguments": vars(args) | {"extra": extra}},

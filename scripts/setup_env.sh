@@ -6,6 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# pyspark (the Spark sequence-shard tests) needs a Java runtime, 17 or newer.
+if ! command -v java > /dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    apt-get update -qq && apt-get install -y -qq default-jre-headless > /dev/null
+  else
+    echo "warning: no java on PATH; install a Java 17+ runtime for the Spark tests" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -88,6 +88,7 @@ def evaluate_next_item(
     num_special_tokens: int = 3,
     show_progress: bool = False,
     use_timestamps: bool = True,
+    gather_ranks=None,
 ) -> dict[str, dict]:
     """
     Full-ranking evaluation of a next-item model and the popularity baseline, with seen items excluded and included.
@@ -104,6 +105,8 @@ def evaluate_next_item(
         show_progress (`bool`): show a progress bar.
         use_timestamps (`bool`): pass `timestamps` to the model (off for logs without time, whose collated
             timestamps are all zero).
+        gather_ranks (callable, *optional*): applied once at the end to each process's ranks (all of its users), for
+            processes that read different numbers of batches (streaming); instead of `accelerator`'s per-batch gather.
 
     Returns:
         `{"exclude_seen": {"model": metrics, "popularity": metrics, "protocol": protocol}, "include_seen": {...}}`.
@@ -132,6 +135,11 @@ def evaluate_next_item(
                 variant_ranks = gather(variant_ranks) if gather is not None else variant_ranks
                 accumulators[(variant, name)].add_ranks(variant_ranks, num_items=scores.shape[1])
     model.train(was_training)
+    if gather_ranks is not None:  # each process ranked its own users: put all of them together
+        for key, accumulator in accumulators.items():
+            gathered = RankingAccumulator(ks, exclude_seen=key[0] == "exclude_seen", ignore_index=special, split=split)
+            gathered.add_ranks(gather_ranks(accumulator.ranks), num_items=popularity.num_items)
+            accumulators[key] = gathered
     results = {}
     for variant in ("exclude_seen", "include_seen"):
         results[variant] = {

@@ -8,10 +8,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,10 +22,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch.distributed.algorithms.join import Join
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from ..data.sequence_shards import is_sequence_shards
 from ..model_card import head_model_card, lora_card_section, render_model_card
 from ..text_tower import TEXT_ENCODER_ADAPTER_FOLDER
 from .adapters import add_lora, add_text_encoder_lora_training, save_text_encoder_adapter
@@ -38,6 +42,7 @@ from .checkpointing import (
 )
 from .data import load_data
 from .kernels import apply_cpu_training_kernels, keep_freed_memory_for_reuse
+from .streaming import StreamingNextItemTask, StreamingSequences
 from .tasks import build_task
 
 
@@ -65,10 +70,17 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     started = time.perf_counter()
 
     # Data and the task's model.
-    with accelerator.main_process_first():
-        data = load_data(data_args, train_args.task)
-    accelerator.print(str(data.report))
-    task = build_task(data, data_args, model_args, train_args, accelerator.print)
+    if is_sequence_shards(data_args.dataset):  # Spark's shards, streamed: each process reads its own
+        if train_args.task != "next-item":
+            raise ValueError(f"--task {train_args.task} does not read sequence shards yet; use --task next-item.")
+        data = StreamingSequences(data_args.dataset, accelerator.process_index, accelerator.num_processes)
+        accelerator.print(str(data.report))
+        task = StreamingNextItemTask(data, data_args, model_args, train_args, accelerator.print)
+    else:
+        with accelerator.main_process_first():
+            data = load_data(data_args, train_args.task)
+        accelerator.print(str(data.report))
+        task = build_task(data, data_args, model_args, train_args, accelerator.print)
     model = task.model
     if train_args.reuse_freed_memory and on_cpu:
         # Not with the sampled softmax (large catalogues): its steps allocate little, while evaluation's (users,
@@ -95,8 +107,11 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
 
     # Optimizer, schedule, prepare.
     optimizer = _optimizer(model, joint, train_args, accelerator.print)
-    steps_per_epoch = math.ceil(
-        len(task.train_loader) / accelerator.num_processes / train_args.gradient_accumulation_steps
+    streaming = getattr(task, "streaming", False)  # each process reads its own shards: no loader to shard
+    steps_per_epoch = (
+        task.steps_per_epoch
+        if streaming
+        else math.ceil(len(task.train_loader) / accelerator.num_processes / train_args.gradient_accumulation_steps)
     )
     total_steps = steps_per_epoch * train_args.num_train_epochs
     if train_args.max_steps is not None:
@@ -108,9 +123,13 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         num_training_steps=total_steps,
     )
     # With text encoder LoRA the trained module is the joint one (model + encoder); evaluation and saving use the model.
-    trained, optimizer, train_loader, scheduler = accelerator.prepare(
-        joint if joint is not None else model, optimizer, task.train_loader, scheduler
-    )
+    if streaming:
+        trained, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        train_loader = task.train_loader
+    else:
+        trained, optimizer, train_loader, scheduler = accelerator.prepare(
+            joint if joint is not None else model, optimizer, task.train_loader, scheduler
+        )
     task.prepare(accelerator)
     if joint is None:
         model = trained
@@ -168,7 +187,10 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         events = torch.zeros((), dtype=torch.long, device=accelerator.device)  # real (not padding) input events
         # main process only; None lets tqdm switch itself off when the output is not a terminal (CI logs)
         show = None if accelerator.is_local_main_process else True
-        for batch in tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=show, leave=False):
+        # Streaming processes may hold different numbers of batches: the ones done early join the others' all-reduce.
+        # (torch's Join itself: accelerate's join_uneven_inputs does nothing for CPU processes.)
+        uneven = Join([trained]) if streaming and accelerator.num_processes > 1 else contextlib.nullcontext()
+        for batch in _within(uneven, tqdm(train_loader, desc=f"epoch {epoch + 1}", disable=show, leave=False)):
             batch.pop("time_gaps", None)  # the model buckets the gaps itself from the timestamps
             if not task.has_time:
                 batch.pop("timestamps", None)  # all zeros: let the model see "gap unknown" instead of "gap 0"
@@ -199,6 +221,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         epoch_seconds.append(seconds)
         state["train_seconds"] += seconds
 
+        peak_mb = _peak_rss_mb()  # data, model and training so far; evaluation's score chunks come after
         fault_point("evaluation", epoch + 1)
         validation_start = time.perf_counter()
         value = task.metric_value(task.evaluate(evaluated, "validation"))
@@ -211,6 +234,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
                 "seconds": seconds,
                 "train_events": events,  # input events read, over all processes
                 "validation_seconds": time.perf_counter() - validation_start,
+                "peak_rss_mb_before_validation": peak_mb,  # this process's; None where the OS does not say
             }
         )
         accelerator.log({"train/loss": train_loss, f"validation/{metric}": value}, step=epoch + 1)
@@ -425,3 +449,19 @@ def _card_text(eval_results: dict, folder: Path, task, use_lora: bool) -> str:
     if use_lora:
         card.text += lora_card_section(eval_results["lora"], adapter=folder.name != "merged")
     return str(card)
+
+
+def _within(context, iterable):
+    """Iterates `iterable` inside `context` (entered on the first item, left when the loop ends or breaks)."""
+    with context:
+        yield from iterable
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far in MiB (Linux and macOS), else None."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
