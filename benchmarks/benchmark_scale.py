@@ -164,7 +164,7 @@ def _linear_slope(xs, ys) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--events", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument(
         "--losses", default="full_softmax,sampled_softmax", help="comma-separated --loss_type values to time per cell"
@@ -259,7 +259,9 @@ def main() -> None:
             train_per_item = None
             if all(r.get("train_peak_rss_mb") for r in cells):
                 train_per_item = _linear_slope(xs, [r["train_peak_rss_mb"] * 2**20 for r in cells])
+            params_per_entry = _linear_slope(xs, [r["parameters"] for r in cells])
             fits[f"{loss} vs items at {events:,} events"] = {
+                "parameters_per_entry": params_per_entry,
                 "train_time_per_step": _slope(xs, [r["train_seconds"] / r["optimizer_steps"] for r in cells]),
                 "validation_time": _slope(xs, [r["validation_seconds"] for r in cells]),
                 "peak_rss": _slope(xs, [r["peak_rss_mb"] for r in cells]),
@@ -270,16 +272,24 @@ def main() -> None:
         print("\ngrowth exponents (slope of log cost on log size; 1 = linear) and peak RSS per vocabulary entry:")
         for name, values in fits.items():
             cells = ", ".join(
-                f"{k} {v:,.0f}" if k.endswith("per_item") else f"{k} {v:.2f}"
+                f"{k} {v:,.0f}" if k.endswith(("per_item", "per_entry")) else f"{k} {v:.2f}"
                 for k, v in values.items()
                 if v is not None
             )
             print(f"  {name}: {cells or 'one point only'}")
-    hidden = ok[0]["hidden_size"] if ok else 64
-    floor = 2 * hidden * 4 * 4 + 4 * 4  # input and output embedding rows + output bias: weight, grad, 2 AdamW moments
+    per_entry = [v["parameters_per_entry"] for v in fits.values() if v.get("parameters_per_entry")]
+    floor = (
+        f"{per_entry[0]:.1f} float32 parameters per vocabulary entry (slope of the parameter count)"
+        if per_entry
+        else ""
+    )
+    if per_entry:
+        floor += (
+            f": {per_entry[0] * 16:,.0f} bytes for weight, gradient and AdamW's two moments, "
+            f"{per_entry[0] * 20:,.0f} with the weight average's copy"
+        )
     print(
-        f"\nfloor per vocabulary entry: {floor:,} bytes (two {hidden}-wide float32 embedding rows and a bias: weight, "
-        f"gradient, AdamW's two moments; the weight average adds one more copy of the weights).\n"
+        f"\nfloor: {floor or 'needs two catalogue sizes'}.\n"
         f"protocol of NDCG@10: test split (leave-one-out, each user's last event), full ranking over the vocabulary, "
         f"seen items excluded; 'pop' is the popularity baseline by the same code. 'steps' optimizer steps of 64 "
         f"windows were timed{' (one whole epoch)' if args.full_epoch else ''}; validation covers every user.\n"
