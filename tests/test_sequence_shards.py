@@ -61,3 +61,14 @@ def test_shards_that_disagree_with_the_manifest_are_refused(tmp_path):
     folder = _write(tmp_path / "shards", events=9)
     with pytest.raises(ValueError, match="a shard is missing or extra"):
         StreamingSequences(folder, 0, 1)
+
+
+def test_training_items_of_a_sliced_column():
+    """The counting pass reads Arrow batches that may be slices: positions are taken from the slice's own start."""
+    from hf_interest.training.streaming import leave_one_out_items
+
+    column = pa.array([["x"], ["1", "2", "3", "4"], ["5", "6"], ["7"]]).slice(1)
+    n, keep, values, train = leave_one_out_items(column)
+    assert n.tolist() == [4, 2, 1] and keep.tolist() == [2, 1, 1]
+    assert values.to_pylist() == ["1", "2", "3", "4", "5", "6", "7"]
+    assert train.to_pylist() == ["1", "2", "5", "7"]

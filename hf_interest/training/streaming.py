@@ -49,14 +49,8 @@ class StreamingSequences:
         totals = dict.fromkeys(("users", "events", "train_rows", "train_events", "val_rows", "val_events"), 0)
         totals |= {"test_rows": 0, "test_events": 0}
         for table in _whole_stream(path):
-            items = table.column("item_ids").combine_chunks()
-            n = items.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
-            keep = np.where(n >= 3, n - 2, np.where(n == 2, 1, n))
-            values = items.flatten()
-            position = np.arange(len(values)) - np.repeat(items.offsets.to_numpy()[:-1] - items.offset, n)
-            train_values = values.filter(pa.array(position < np.repeat(keep, n)))
-            for value in pc.unique(values).to_pylist():
-                seen_items.add(value)
+            n, keep, values, train_values = leave_one_out_items(table.column("item_ids").combine_chunks())
+            seen_items.update(pc.unique(values).to_pylist())
             for entry in pc.value_counts(train_values).to_pylist():
                 counts[entry["values"]] = counts.get(entry["values"], 0) + entry["counts"]
             totals["users"] += len(n)
@@ -73,6 +67,19 @@ class StreamingSequences:
         self.item_ids = ids.take(pa.array(order)).to_pylist()
         self.item_counts = item_counts[order]
         self.report = _report(manifest, self.path, totals, len(self.item_ids))
+
+
+def leave_one_out_items(items: pa.ListArray) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array]:
+    """
+    For a column of whole sequences: each row's length, its leave-one-out training length (`n - 2` from 3 events on,
+    1 for 2 events, all of 1 event), all items, and the items of the training parts; with Arrow, no loop over rows.
+    """
+    n = items.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = np.where(n >= 3, n - 2, np.where(n == 2, 1, n))
+    values = items.flatten()  # the rows' events, from offsets[0] on (a sliced array's offsets need not start at 0)
+    offsets = items.offsets.to_numpy()
+    position = np.arange(len(values)) - np.repeat(offsets[:-1] - offsets[0], n)  # index within its row
+    return n, keep, values, values.filter(pa.array(position < np.repeat(keep, n)))
 
 
 def _whole_stream(path):
