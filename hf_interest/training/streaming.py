@@ -28,7 +28,7 @@ from ..tokenization_interest import ItemTokenizer
 from .adapters import load_init_model
 from .data import window_starts
 from .evaluation import EvalCollator, evaluate_next_item
-from .tasks import NextItemTask, _new_next_item_model
+from .tasks import NextItemTask
 
 SHUFFLE_BUFFER = 10_000  # training rows (users) shuffled at a time
 
@@ -240,10 +240,7 @@ class StreamingNextItemTask(NextItemTask):
             f"Streaming {data.path} over {data.world_size} process(es): training windows per process {all_windows}, "
             f"{self.steps_per_epoch} optimizer steps per epoch"
         )
-        if not train_args.init_from:
-            self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log)
-        if self.model.config.loss_type == "sampled_softmax":
-            self.model.set_negative_sampling_distribution(self.popularity.item_counts)
+        self._finish_model(data, data_args, model_args, train_args, log)
 
     def prepare(self, accelerator) -> None:
         """Nothing to shard (each process streams its own rows); batches go to the accelerator's device."""

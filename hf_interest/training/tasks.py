@@ -91,6 +91,10 @@ class NextItemTask:
         self.eval_loaders = {split: loaders[split] for split in ("validation", "test")}
         self.has_time = self.stats["has_timestamps"]
         _print_data_notes(log, self.stats, train_args)
+        self._finish_model(data, data_args, model_args, train_args, log)
+
+    def _finish_model(self, data, data_args, model_args, train_args, log) -> None:
+        """A new model unless `--init_from` gave one; the sampled softmax draws negatives by training popularity."""
         if not train_args.init_from:
             self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log)
         if self.model.config.loss_type == "sampled_softmax":
