@@ -16,7 +16,7 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from tiny import tiny_train_args
+from tiny import history_without_measurements, tiny_train_args
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import DataCollatorForInterest, load_named_dataset
@@ -152,14 +152,7 @@ def test_resume_with_lora_gives_the_same_result(runs):
     assert "Resumed from" in runs["resumed_log"]
     full, resumed = runs["results"], runs["resumed_results"]
     assert resumed["test"] == full["test"] and resumed["validation"] == full["validation"]
-    strip = [
-        {k: v for k, v in h.items() if not k.endswith("seconds") and not k.startswith("peak_rss")}
-        for h in full["training"]["history"]
-    ]
-    assert [
-        {k: v for k, v in h.items() if not k.endswith("seconds") and not k.startswith("peak_rss")}
-        for h in resumed["training"]["history"]
-    ] == strip
+    assert history_without_measurements(resumed) == history_without_measurements(full)
     adapter = "adapter_model.safetensors"
     assert (runs["resumed"] / adapter).read_bytes() == (runs["lora"] / adapter).read_bytes()
 

@@ -65,7 +65,7 @@ def test_shards_that_disagree_with_the_manifest_are_refused(tmp_path):
 
 def test_training_items_of_a_sliced_column():
     """The counting pass reads Arrow batches that may be slices: positions are taken from the slice's own start."""
-    from hf_interest.training.streaming import leave_one_out_items
+    from hf_interest.data.sequence_shards import leave_one_out_items
 
     column = pa.array([["x"], ["1", "2", "3", "4"], ["5", "6"], ["7"]]).slice(1)
     n, keep, values, train = leave_one_out_items(column)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-from tiny import tiny_train_args
+from tiny import history_without_measurements, tiny_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = tiny_train_args(48, 16, 4, "--per_device_eval_batch_size", "32", "--early_stopping_patience", "10")
@@ -89,14 +89,7 @@ def test_resume_gives_the_same_final_metrics(runs):
     resumed = json.loads((runs["resumed"] / "eval_results.json").read_text())
     assert resumed["test"] == full["test"]
     assert resumed["validation"] == full["validation"]
-    strip = [
-        {k: v for k, v in h.items() if not k.endswith("seconds") and not k.startswith("peak_rss")}
-        for h in full["training"]["history"]
-    ]
-    assert [
-        {k: v for k, v in h.items() if not k.endswith("seconds") and not k.startswith("peak_rss")}
-        for h in resumed["training"]["history"]
-    ] == strip
+    assert history_without_measurements(resumed) == history_without_measurements(full)
 
 
 def test_evaluate_script_reproduces_the_test_metrics(runs, tmp_path):

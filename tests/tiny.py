@@ -19,3 +19,11 @@ def tiny_train_args(users: int = 40, batch_size: int = 16, epochs: int = 2, *ext
         "--report_to", "none",
         *extra,
     ]  # fmt: skip
+
+
+def history_without_measurements(results: dict) -> list[dict]:
+    """`eval_results.json`'s training history without what differs between identical runs (seconds, peak memory)."""
+    return [
+        {k: v for k, v in row.items() if not k.endswith("seconds") and not k.startswith("peak_rss")}
+        for row in results["training"]["history"]
+    ]

@@ -19,7 +19,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["SEQUENCES_MANIFEST", "is_sequence_shards", "read_sequence_shards", "stream_sequence_splits"]
+import numpy as np
+import pyarrow as pa
+
+__all__ = [
+    "SEQUENCES_MANIFEST",
+    "is_sequence_shards",
+    "leave_one_out_items",
+    "read_sequence_shards",
+    "stream_sequence_splits",
+    "train_length",
+]
 
 SEQUENCES_MANIFEST = "sequences.json"
 _FORMAT = "hf_interest.sequences/1"
@@ -48,9 +58,27 @@ def read_sequence_shards(path) -> tuple[list[str], dict]:
     return files, manifest
 
 
+def train_length(n):
+    """Events of a whole sequence of `n` (int or array) that `LeaveOneOutSplit` trains on: `n - 2` from 3 events on
+    (the last two are the test and validation targets), 1 of 2 (the last is the test target), the one of 1."""
+    return np.where(n >= 3, n - 2, np.where(n == 2, 1, n))
+
+
+def leave_one_out_items(items: pa.ListArray) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array]:
+    """
+    For a column of whole sequences: each row's length, its leave-one-out training length (`n - 2` from 3 events on,
+    1 for 2 events, all of 1 event), all items, and the items of the training parts; with Arrow, no loop over rows.
+    """
+    n = items.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = train_length(n)
+    values = items.flatten()  # the rows' events, from offsets[0] on (a sliced array's offsets need not start at 0)
+    offsets = items.offsets.to_numpy()
+    position = np.arange(len(values)) - np.repeat(offsets[:-1] - offsets[0], n)  # index within its row
+    return n, keep, values, values.filter(pa.array(position < np.repeat(keep, n)))
+
+
 def _train_row(row: dict) -> dict:
-    n = len(row["item_ids"])
-    keep = n - 2 if n >= 3 else (1 if n == 2 else n)
+    keep = int(train_length(len(row["item_ids"])))
     return {"user_id": row["user_id"], "item_ids": row["item_ids"][:keep], "timestamps": row["timestamps"][:keep]}
 
 

@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader
 
 from ..data import DataCollatorForInterest
 from ..data.cleaning import CleaningStep, DataReport
-from ..data.sequence_shards import read_sequence_shards, stream_sequence_splits
+from ..data.sequence_shards import leave_one_out_items, read_sequence_shards, stream_sequence_splits
 from ..data.vocab import vocabulary_order
+from ..metrics import PopularityRecommender
 from ..tokenization_interest import ItemTokenizer
 from .adapters import load_init_model
 from .data import window_starts
@@ -67,19 +68,6 @@ class StreamingSequences:
         self.item_ids = ids.take(pa.array(order)).to_pylist()
         self.item_counts = item_counts[order]
         self.report = _report(manifest, self.path, totals, len(self.item_ids))
-
-
-def leave_one_out_items(items: pa.ListArray) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array]:
-    """
-    For a column of whole sequences: each row's length, its leave-one-out training length (`n - 2` from 3 events on,
-    1 for 2 events, all of 1 event), all items, and the items of the training parts; with Arrow, no loop over rows.
-    """
-    n = items.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
-    keep = np.where(n >= 3, n - 2, np.where(n == 2, 1, n))
-    values = items.flatten()  # the rows' events, from offsets[0] on (a sliced array's offsets need not start at 0)
-    offsets = items.offsets.to_numpy()
-    position = np.arange(len(values)) - np.repeat(offsets[:-1] - offsets[0], n)  # index within its row
-    return n, keep, values, values.filter(pa.array(position < np.repeat(keep, n)))
 
 
 def _whole_stream(path):
@@ -195,9 +183,10 @@ class StreamingNextItemTask(NextItemTask):
 
         # This process's windows, counted in one pass over its training rows' lengths; the schedule spans the
         # largest count over processes.
-        local_windows = 0
-        for row in data.splits["train"].select_columns(["item_ids"]):
-            local_windows += max(1, math.ceil((len(row["item_ids"]) - 1) / max_length))
+        lengths = np.fromiter(
+            (len(r["item_ids"]) for r in data.splits["train"].select_columns(["item_ids"])), np.int64
+        )
+        local_windows = len(window_starts(lengths, max_length + 1)[0])
         all_windows = gather_object([local_windows])
         batch_size = train_args.per_device_train_batch_size
         self.steps_per_epoch = math.ceil(
@@ -223,8 +212,6 @@ class StreamingNextItemTask(NextItemTask):
         for split in ("validation", "test"):
             rows = data.splits[split].map(encode_targets).select_columns(["input_ids", "timestamps", "labels"])
             self.eval_loaders[split] = _StreamingLoader(rows, train_args.per_device_eval_batch_size, eval_collator)
-        from ..metrics import PopularityRecommender
-
         counts = np.zeros(len(self.tokenizer), dtype=np.float64)
         counts[[vocab[i] for i in data.item_ids]] = data.item_counts
         self.popularity = PopularityRecommender(counts)
