@@ -14,6 +14,8 @@ categories so that most of the catalogue occurs), then, each in a fresh process 
 Growth exponents are least-squares slopes of log(cost) on log(events) at a fixed catalogue, and on log(items) at a
 fixed number of events. Memory per item: the slope of peak training RSS on vocabulary size (bytes per item), beside
 what the embedding tables, their gradients and AdamW's two moments need per item (the floor).
+`--item_table_updates auto,dense` times both updates of the item table in each cell (auto: lazy with the sampled
+softmax).
 
     python benchmarks/benchmark_scale.py                                   # 1M and 10M events x 10k, 100k, 1M items
     python benchmarks/benchmark_scale.py --events 1000000 --items 10000 100000 --max_steps 50
@@ -78,7 +80,7 @@ def measure_ingest(path: Path) -> dict:
     }
 
 
-def measure_train(path: Path, loss_type: str, max_steps: int | None, extra: list[str]) -> dict:
+def measure_train(path: Path, loss_type: str, updates: str, max_steps: int | None, extra: list[str]) -> dict:
     import numpy as np
     import torch
 
@@ -87,7 +89,8 @@ def measure_train(path: Path, loss_type: str, max_steps: int | None, extra: list
 
     with tempfile.TemporaryDirectory() as output_dir:
         argv = ["--dataset", str(path), "--output_dir", output_dir, "--num_train_epochs", "1", "--report_to", "none"]
-        argv += ["--loss_type", loss_type] + (["--max_steps", str(max_steps)] if max_steps else []) + extra
+        argv += ["--loss_type", loss_type, "--item_table_updates", updates]
+        argv += (["--max_steps", str(max_steps)] if max_steps else []) + extra
         started = time.perf_counter()
         results = main(argv)
         total = time.perf_counter() - started
@@ -109,6 +112,7 @@ def measure_train(path: Path, loss_type: str, max_steps: int | None, extra: list
     statistics = results["dataset"]["statistics"]
     return {
         "loss_type": results["model"]["loss_type"],
+        "item_table_updates": results["training"]["item_table_updates"],
         "vocabulary": num_items,
         "users_evaluated": statistics["validation_rows"],
         "optimizer_steps": results["training"]["optimizer_steps"],
@@ -169,6 +173,9 @@ def main() -> None:
     parser.add_argument(
         "--losses", default="full_softmax,sampled_softmax", help="comma-separated --loss_type values to time per cell"
     )
+    parser.add_argument(
+        "--item_table_updates", default="auto", help="comma-separated --item_table_updates values to time per cell"
+    )
     parser.add_argument("--memory_limit_gb", type=float, default=20.0, help="RLIMIT_DATA of each measurement")
     parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps timed per cell")
     parser.add_argument("--full_epoch", action="store_true", help="time one whole epoch instead of --max_steps")
@@ -186,8 +193,8 @@ def main() -> None:
         if kind == "ingest":
             print(json.dumps(measure_ingest(path)))
         else:
-            steps = None if args.measure[3] == "epoch" else int(args.measure[3])
-            print(json.dumps(measure_train(path, args.measure[2], steps, extra)))
+            steps = None if args.measure[4] == "epoch" else int(args.measure[4])
+            print(json.dumps(measure_train(path, args.measure[2], args.measure[3], steps, extra)))
         return
 
     rows = [row for path in args.include_json for row in json.loads(path.read_text())["rows"]]
@@ -202,8 +209,10 @@ def main() -> None:
             print(f"ingest {events:,} x {items:,}: {ingest}", file=sys.stderr, flush=True)
             vocabulary = ingest.get("items", items) + len(SPECIAL_TOKENS)
             auto, _ = resolve_loss_type("auto", vocabulary)
-            for loss in args.losses.split(","):
+            for loss, updates in [(x, y) for x in args.losses.split(",") for y in args.item_table_updates.split(",")]:
                 row = {"events_target": events, "catalogue": items, "loss": loss, "auto_picks": auto, "ingest": ingest}
+                if loss == "full_softmax" and updates == "lazy":
+                    continue  # refused: the full softmax reads every row
                 # The full softmax's logits alone: one float32 score per batch position and vocabulary entry.
                 logits_gb = 64 * 200 * vocabulary * 4 / 2**30
                 if loss == "full_softmax" and logits_gb > args.memory_limit_gb:
@@ -213,13 +222,13 @@ def main() -> None:
                     rows.append(row)
                     continue
                 steps = "epoch" if args.full_epoch else str(args.max_steps)
-                train = _run(["--measure", "train", str(path), loss, steps, *extra], args.memory_limit_gb)
-                print(f"train {events:,} x {items:,} {loss}: {train}", file=sys.stderr, flush=True)
+                train = _run(["--measure", "train", str(path), loss, updates, steps, *extra], args.memory_limit_gb)
+                print(f"train {events:,} x {items:,} {loss} {updates}: {train}", file=sys.stderr, flush=True)
                 rows.append(row | train)
 
     header = (
         f"{'events':>11} {'catalogue':>9} {'vocab':>9} {'users':>7} {'ingest ev/s':>11} {'ingest MB':>9} "
-        f"{'loss':>16} {'steps':>6} {'train ev/s':>10} {'peak MB':>8} {'val s':>7} {'rec ms b1':>9} "
+        f"{'loss':>16} {'table':>5} {'steps':>6} {'train ev/s':>10} {'peak MB':>8} {'val s':>7} {'rec ms b1':>9} "
         f"{'rec ms b64':>10} {'NDCG@10':>7} {'pop':>6} {'train MB':>8} {'test s':>7}"
     )
     print(header)
@@ -233,7 +242,7 @@ def main() -> None:
             f"{ingest['events']:>11,} {r['catalogue']:>9,} {r['vocabulary']:>9,} {ingest['users']:>7,} "
             f"{ingest['events_per_s']:>11,.0f} {ingest['peak_rss_mb']:>9,.0f} "
             f"{r['loss_type'] + ('*' if r['loss_type'] == r['auto_picks'] else ''):>16} "
-            f"{r['optimizer_steps']:>6} {r['train_events_per_s']:>10,.0f} {r['peak_rss_mb']:>8,.0f} "
+            f"{r.get('item_table_updates', 'dense'):>5} {r['optimizer_steps']:>6} {r['train_events_per_s']:>10,.0f} {r['peak_rss_mb']:>8,.0f} "
             f"{r['validation_seconds']:>7.1f} {r['recommend_ms_batch1']:>9.1f} {r['recommend_ms_batch64']:>10.1f} "
             f"{r['test_ndcg@10']:>7.4f} {r['test_popularity_ndcg@10']:>6.4f} {r.get('train_peak_rss_mb') or 0:>8,.0f} "
             f"{r['test_seconds']:>7.1f}"
@@ -241,8 +250,10 @@ def main() -> None:
 
     fits = {}
     ok = [r for r in rows if "error" not in r]
-    for loss in sorted({r["loss_type"] for r in ok}):
-        mine = [r for r in ok if r["loss_type"] == loss]
+    # rows of the earlier runs, before --item_table_updates existed, updated the table densely
+    for loss, updates in sorted({(r["loss_type"], r.get("item_table_updates", "dense")) for r in ok}):
+        mine = [r for r in ok if (r["loss_type"], r.get("item_table_updates", "dense")) == (loss, updates)]
+        loss = f"{loss} ({updates} table updates)"
         for items in sorted({r["catalogue"] for r in mine}):
             cells = [r for r in mine if r["catalogue"] == items]
             xs = [r["ingest"]["events"] for r in cells]
@@ -286,7 +297,8 @@ def main() -> None:
     if per_entry:
         floor += (
             f": {per_entry[0] * 16:,.0f} bytes for weight, gradient and AdamW's two moments, "
-            f"{per_entry[0] * 20:,.0f} with the weight average's copy"
+            f"{per_entry[0] * 20:,.0f} with the weight average's copy (dense updates); lazy updates hold no dense "
+            f"gradient: {per_entry[0] * 16:,.0f} with the average"
         )
     print(
         f"\nfloor: {floor or 'needs two catalogue sizes'}.\n"

@@ -962,7 +962,11 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         """Output-side vectors of some items (the sampled softmax); `_item_logits` without the bias, for few items."""
         vectors = None
         if self.config.item_representation != "text":
-            vectors = self.item_head.weight[item_ids]
+            weight, embeddings = self.item_head.weight, self.model.item_embeddings
+            # Sparse gradients when the tied id embeddings ask for them (`nn.Embedding(..., sparse=True)`), so the
+            # table's gradient holds the rows of this batch only on both of its sides; dense otherwise.
+            sparse = embeddings is not None and embeddings.sparse and weight is embeddings.weight
+            vectors = F.embedding(item_ids, weight, sparse=sparse)
             if item_id_keep is not None:
                 vectors = vectors * item_id_keep[item_ids, None].to(vectors.dtype)
         if self.model.text_projection is not None:
@@ -1089,7 +1093,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         timestamps: torch.LongTensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -1104,11 +1108,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 Either `(batch_size, seq_len)`: the next item at every position (the collator's shifted labels),
                 -100 where there is none; or `(batch_size,)`: one target per row, scored from the last real
                 position. Labels below `num_special_tokens` (padding, unknown items) are ignored.
-            logits_to_keep (`int`, defaults to 0):
-                Compute logits for the last `logits_to_keep` positions only (0: all). The loss does not depend on
-                it; training loops pass 1 to skip a `(batch, seq_len, num_items)` tensor they never read. Without
-                `labels`, the model's last layer runs for those positions only too (`states_to_keep`), and
-                `last_hidden_state` covers them only.
+            logits_to_keep (`int` or `torch.Tensor`, defaults to 0):
+                Compute logits for the last `logits_to_keep` positions only (0: all), or, as a 1-D tensor, for the
+                positions it lists (transformers' convention; an empty tensor computes none). The loss does not
+                depend on it; training loops pass an empty tensor to skip a `(batch, seq_len, num_items)` tensor
+                they never read. Without `labels`, an `int` also makes the model's last layer run for those
+                positions only (`states_to_keep`), and `last_hidden_state` covers them only.
             return_dict (`bool`, *optional*): return a [`NextItemPredictionOutput`] rather than a tuple.
             num_items_in_batch (`int`, *optional*):
                 Labelled positions across the accumulated batches (passed by `transformers.Trainer` under
@@ -1128,7 +1133,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             output_hidden_states=output_hidden_states,
             return_dict=True,
             item_id_keep=item_id_keep,
-            states_to_keep=logits_to_keep if labels is None else 0,  # the loss needs every position
+            # the loss needs every position
+            states_to_keep=logits_to_keep if labels is None and not isinstance(logits_to_keep, torch.Tensor) else 0,
         )
         hidden_states = outputs.last_hidden_state  # (B, T, H), or (B, logits_to_keep, H) without labels
 
@@ -1147,8 +1153,14 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 hidden_states, labels.to(hidden_states.device), num_items_in_batch, input_ids, item_id_keep
             )
 
-        kept = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
-        logits = self._item_logits(kept, item_id_keep)  # (B, T or logits_to_keep, N)
+        if isinstance(logits_to_keep, torch.Tensor):  # the positions listed (none: no (B, T, N) product at all)
+            kept = hidden_states[:, logits_to_keep.to(hidden_states.device), :]
+        else:
+            kept = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
+        if kept.shape[1] == 0:  # nothing to score (not even the text tower's item vectors)
+            logits = kept.new_zeros(kept.shape[0], 0, self.config.num_items)
+        else:
+            logits = self._item_logits(kept, item_id_keep)  # (B, T or the positions kept, N)
 
         if not return_dict:
             extra = tuple(v for v in outputs.to_tuple()[1:] if v is not None)

@@ -101,6 +101,12 @@ def test_head_output_shapes_and_loss(tester):
     assert model(**inputs).loss is None
     loss_only_last = model(**inputs, labels=labels, logits_to_keep=1).loss
     torch.testing.assert_close(loss_only_last, out.loss)  # the loss does not depend on logits_to_keep
+    # a 1-D tensor lists the positions (transformers' convention); an empty one, what training passes, keeps none
+    positions = torch.tensor([0, tester.seq_len - 2])
+    torch.testing.assert_close(model(**inputs, logits_to_keep=positions).logits, out.logits[:, positions])
+    none_kept = model(**inputs, labels=labels, logits_to_keep=torch.empty(0, dtype=torch.long))
+    assert none_kept.logits.shape == (tester.batch_size, 0, config.num_items)
+    torch.testing.assert_close(none_kept.loss, out.loss)
 
     # the loss is the mean cross-entropy over labelled positions, special columns excluded
     labelled = labels >= 3

@@ -107,8 +107,9 @@ def _train(argv, launcher=()):
 
 def test_two_processes_train_on_the_streamed_shards_like_the_in_memory_path(log_and_shards, tmp_path):
     log, shards = log_and_shards
+    # the sampled softmax, so lazy item-table updates: sparse gradients all-reduced by gloo under torch's Join
     common = [*MODEL, "--max_length", "24", "--per_device_train_batch_size", "16", "--num_train_epochs", "2",
-              "--report_to", "none"]  # fmt: skip
+              "--report_to", "none", "--loss_type", "sampled_softmax", "--num_negative_samples", "8"]  # fmt: skip
     streamed, in_memory = tmp_path / "streamed", tmp_path / "in_memory"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--main_process_port", str(_free_port())]  # fmt: skip
@@ -119,6 +120,7 @@ def test_two_processes_train_on_the_streamed_shards_like_the_in_memory_path(log_
     got = json.loads((streamed / "eval_results.json").read_text())
     expected = json.loads((in_memory / "eval_results.json").read_text())
     assert got["training"]["num_processes"] == 2
+    assert got["training"]["item_table_updates"] == expected["training"]["item_table_updates"] == "lazy"
     per_process = got["training"]["train_windows_per_process"]
     assert len(per_process) == 2 and min(per_process) > 0
     # every training window of the in-memory path, each read by one process

@@ -92,11 +92,13 @@ def test_resume_gives_the_same_final_metrics(runs):
     assert history_without_measurements(resumed) == history_without_measurements(full)
 
 
-def test_evaluate_script_reproduces_the_test_metrics(runs, tmp_path):
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_evaluate_script_reproduces_the_stored_metrics(runs, tmp_path, split):
+    # the validation block is the best epoch's own validation, kept from the loop (no second pass at the end)
     out = tmp_path / "eval.json"
-    _run("evaluate.py", str(runs["full"]), "--output_json", str(out))
-    evaluated = json.loads(out.read_text())["test"]
-    stored = json.loads((runs["full"] / "eval_results.json").read_text())["test"]
+    _run("evaluate.py", str(runs["full"]), "--split", split, "--output_json", str(out))
+    evaluated = json.loads(out.read_text())[split]
+    stored = json.loads((runs["full"] / "eval_results.json").read_text())[split]
     for variant in ("exclude_seen", "include_seen"):
         for metric in ("hr@10", "ndcg@10", "mrr@10"):
             assert evaluated[variant]["model"][metric] == pytest.approx(stored[variant]["model"][metric], abs=1e-6)
@@ -175,6 +177,10 @@ def test_auto_loss_is_stated_in_the_log_and_recorded(runs):
     assert "loss: full_softmax (--loss_type auto:" in runs["full_log"]
     config = json.loads((runs["full"] / "config.json").read_text())
     assert config["loss_type"] == "full_softmax"
+    # and so dense item-table updates: the full softmax reads every row in every step
+    assert "item table updates: dense (--item_table_updates auto: the full softmax" in runs["full_log"]
+    training = json.loads((runs["full"] / "eval_results.json").read_text())["training"]
+    assert training["item_table_updates"] == "dense"
 
 
 def test_max_steps_below_one_is_refused():
@@ -186,3 +192,18 @@ def test_max_steps_below_one_is_refused():
         timeout=300,
     )
     assert run.returncode != 0 and "--max_steps must be at least 1" in run.stderr
+
+
+def test_lazy_item_table_updates_resume_to_the_same_result(tmp_path):
+    """With the sampled softmax, auto picks lazy updates (sparse table gradients, LazyAdamW, the lazily averaged
+    table): stopping and resuming gives the straight run's history and metrics, as with dense updates."""
+    sampled = [*TINY, "--num_train_epochs", "3", "--loss_type", "sampled_softmax", "--num_negative_samples", "8"]
+    straight = _run("train.py", *sampled, "--output_dir", str(tmp_path / "straight"))
+    _run("train.py", *sampled, "--output_dir", str(tmp_path / "resumed"), "--stop_after_epochs", "1")
+    _run("train.py", *sampled, "--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", "latest")
+    assert "item table updates: lazy (--item_table_updates auto: sampled softmax)" in straight.stdout
+    full = json.loads((tmp_path / "straight" / "eval_results.json").read_text())
+    resumed = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
+    assert full["training"]["item_table_updates"] == "lazy"
+    assert history_without_measurements(resumed) == history_without_measurements(full)
+    assert resumed["test"] == full["test"]

@@ -8,8 +8,9 @@ kernels, and one loop for every task (`training_function`).
 Modules: `arguments` (the three argument dataclasses, `check_arguments`, `parse_arguments`), `data` (the run's data,
 training windows, data order), `evaluation` (full-ranking evaluation beside the popularity baseline), `tasks` (what
 differs between next item, click and forecast), `checkpointing` (atomic writes, checkpoints, resume), `adapters`
-(`--init_from`, LoRA, text encoder LoRA), `kernels` (faster CPU training kernels applied to a plain model), `loop`
-(`training_function`).
+(`--init_from`, LoRA, text encoder LoRA), `kernels` (faster CPU training kernels applied to a plain model),
+`sparse_rows` (lazy item-table updates for the sampled softmax: a step costs its batch's rows, not the catalogue),
+`loop` (`training_function`).
 """
 
 from .arguments import (

@@ -217,6 +217,16 @@ class TrainArguments:
             "plain PyTorch. --cpu_kernels false trains with the plain modules."
         },
     )
+    item_table_updates: str = field(
+        default="auto",
+        metadata={
+            "help": "'dense': AdamW and the weight average update every row of the item table in every step; "
+            "'lazy': only the rows the step read (history, targets, drawn negatives), with sparse gradients and lazy "
+            "AdamW (hf_interest.training.sparse_rows), so a step costs the same at 10k and 1M items; rows are decayed "
+            "and averaged only when read. 'auto': lazy with the sampled softmax on one process or CPU processes "
+            "(gloo), dense otherwise (the full softmax reads every row anyway)."
+        },
+    )
     ema_decay: float | None = field(
         default=None,
         metadata={
@@ -317,6 +327,7 @@ class TrainArguments:
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError(f"--warmup_ratio must be in [0, 1], got {self.warmup_ratio}.")
         _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        _check_choice("item_table_updates", self.item_table_updates, ("auto", "dense", "lazy"))
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema_decay must be in [0, 1) (0: off), got {self.ema_decay}.")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:

@@ -42,6 +42,13 @@ from .checkpointing import (
 )
 from .data import load_data
 from .kernels import apply_cpu_training_kernels, keep_freed_memory_for_reuse
+from .sparse_rows import (
+    LazyAdamW,
+    LazyRowEMA,
+    clip_grad_norm_,
+    enable_sparse_item_gradients,
+    sparse_item_gradients_supported,
+)
 from .streaming import StreamingNextItemTask, StreamingSequences
 from .tasks import build_task
 
@@ -106,7 +113,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     )
 
     # Optimizer, schedule, prepare.
-    optimizer = _optimizer(model, joint, train_args, accelerator.print)
+    lazy_table = _lazy_item_table(model, task.name, train_args, accelerator, adapters=use_lora or joint is not None)
+    optimizer = raw_optimizer = _optimizer(model, joint, train_args, accelerator.print, lazy=lazy_table is not None)
     streaming = getattr(task, "streaming", False)  # each process reads its own shards: no loader to shard
     steps_per_epoch = (
         task.steps_per_epoch
@@ -139,10 +147,12 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     ema_decay = train_args.ema_decay
     if ema_decay is None:  # the default: on for full next-item training, off for adapters and the heads
         ema_decay = DEFAULT_EMA_DECAY if task.name == "next-item" and not (use_lora or joint is not None) else 0.0
-    ema = None
+    ema = lazy_ema = None
     if ema_decay:  # validated, kept and published instead of the weights; in every checkpoint for resume
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
         accelerator.register_for_checkpointing(ema)
+        if lazy_table is not None:  # the table's rows averaged when they change, all of them before a read
+            lazy_ema = LazyRowEMA(ema, accelerator.unwrap_model(model), raw_optimizer, lazy_table, ema_decay)
     evaluated = ema.module if ema is not None else model
     for stateful in task.stateful:  # e.g. the click collators' sampling counters
         accelerator.register_for_checkpointing(stateful)
@@ -166,8 +176,10 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     metric = task.metric
     if train_args.init_from and state["epoch"] == 0 and state["best_metric"] is None:
         # The starting model is a candidate too ("epoch 0"): an update that never beats it on validation is not kept.
-        value = task.metric_value(task.evaluate(evaluated, "validation"))
+        validation = task.evaluate(evaluated, "validation")
+        value = task.metric_value(validation)
         state.update(best_metric=value, best_epoch=0, time_to_best_s=0.0, wall_time_to_best_s=0.0)
+        state["best_validation"] = validation
         state["history"].append({"epoch": 0, "train_loss": None, metric: value, "seconds": 0.0})
         accelerator.print(f"epoch 0 (the --init_from model, before any update): validation {metric} {value:.4f}")
         save_model(accelerator, evaluated, task.tokenizer, checkpoints / "best")
@@ -198,14 +210,21 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
                 loss = trained(**batch, **task.forward_kwargs).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and train_args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trained.parameters(), train_args.max_grad_norm)
+                    if lazy_table is None:
+                        accelerator.clip_grad_norm_(trained.parameters(), train_args.max_grad_norm)
+                    else:  # torch's clipping cannot norm a sparse gradient
+                        accelerator.unscale_gradients()
+                        clip_grad_norm_(trained.parameters(), train_args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             total_loss += loss.detach()
             events += batch["attention_mask"].sum()
             if ema is not None and accelerator.sync_gradients:
-                ema.update_parameters(accelerator.unwrap_model(model))
+                if lazy_ema is None:
+                    ema.update_parameters(accelerator.unwrap_model(model))
+                else:
+                    lazy_ema.update()
             num_batches += 1
             if num_batches == 2:
                 fault_point("train_step", epoch + 1)
@@ -222,9 +241,12 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         state["train_seconds"] += seconds
 
         peak_mb = _peak_rss_mb()  # data, model and training so far; evaluation's score chunks come after
+        if lazy_ema is not None:  # every row of the average up to date before it is validated and saved
+            lazy_ema.synchronize()
         fault_point("evaluation", epoch + 1)
         validation_start = time.perf_counter()
-        value = task.metric_value(task.evaluate(evaluated, "validation"))
+        validation = task.evaluate(evaluated, "validation")
+        value = task.metric_value(validation)
         state["epoch"] = epoch + 1
         state["history"].append(
             {
@@ -242,6 +264,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         improved = best is None or (value > best if task.higher_is_better else value < best)
         if improved:
             state.update(best_metric=value, best_epoch=epoch + 1, bad_epochs=0, time_to_best_s=state["train_seconds"])
+            state["best_validation"] = validation  # the published validation block: these weights are saved as best
         else:
             state["bad_epochs"] += 1
         accelerator.print(
@@ -280,7 +303,9 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     test_start = time.perf_counter()
     test_results = task.evaluate(best, "test")
     test_seconds = time.perf_counter() - test_start
-    val_results = task.evaluate(best, "validation")
+    # The best epoch's own validation results: the saved weights are the ones validated then (a run folder's
+    # `evaluate.py --split validation` reproduces them). Checkpoints of older versions lack them: validate again.
+    val_results = state.get("best_validation") or task.evaluate(best, "validation")
 
     eval_results = {
         "task": task.result_name,
@@ -305,6 +330,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             "best_epoch": state["best_epoch"],
             f"best_validation_{metric}": state["best_metric"],
             "ema_decay": ema_decay,
+            "item_table_updates": "lazy" if lazy_table is not None else "dense",
             "seconds_per_epoch_median": float(np.median(epoch_seconds)) if epoch_seconds else None,
             "time_to_best_epoch_s": state.get("time_to_best_s"),
             "wall_time_to_best_epoch_s": state.get("wall_time_to_best_s"),
@@ -386,9 +412,42 @@ def _tracker(report_to: str) -> str | None:
     return None if report_to in ("none", "") else report_to
 
 
-def _optimizer(model, joint, train_args: TrainArguments, log) -> torch.optim.AdamW:
+def _lazy_item_table(model, task_name: str, train_args: TrainArguments, accelerator, adapters: bool):
+    """
+    `--item_table_updates`: the item table's weight when its rows are updated lazily (after making its gradient
+    sparse), None for dense updates. The log says which, and why.
+    """
+    choice = train_args.item_table_updates
+    if choice == "dense":
+        accelerator.print("item table updates: dense (--item_table_updates dense)")
+        return None
+    why_not = None
+    if task_name != "next-item":
+        why_not = f"--task {task_name} trains a head"
+    elif adapters:
+        why_not = "adapter training leaves the item table frozen or to peft"
+    elif accelerator.num_processes > 1 and accelerator.device.type != "cpu":
+        why_not = "sparse gradients are all-reduced by gloo (CPU processes) only, not by NCCL"
+    elif accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        why_not = f"{accelerator.distributed_type.value} shards the parameters itself"
+    else:
+        why_not = sparse_item_gradients_supported(model)
+    if why_not is not None:
+        if choice == "lazy":
+            raise ValueError(f"--item_table_updates lazy does not apply: {why_not}. Use --item_table_updates dense.")
+        accelerator.print(f"item table updates: dense (--item_table_updates auto: {why_not})")
+        return None
+    accelerator.print(
+        f"item table updates: lazy (--item_table_updates {choice}: sampled softmax): each step updates, decays and "
+        "averages only the table rows it read; --item_table_updates dense for AdamW over every row"
+    )
+    return enable_sparse_item_gradients(model)
+
+
+def _optimizer(model, joint, train_args: TrainArguments, log, lazy: bool = False) -> torch.optim.AdamW:
     """AdamW over the trainable parameters: no weight decay on biases and norms; the text encoder's adapters (with
-    `--text_encoder_lora_r`) at their own learning rate."""
+    `--text_encoder_lora_r`) at their own learning rate. `lazy`: `LazyAdamW`, which updates a sparse gradient's rows
+    only."""
     no_decay = ("bias", "layer_norm", "LayerNorm")
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
@@ -407,7 +466,8 @@ def _optimizer(model, joint, train_args: TrainArguments, log) -> torch.optim.Ada
             f"rate {train_args.text_encoder_learning_rate:g}, items re-encoded per step: "
             f"{train_args.text_encoder_max_items_per_step or 'all of the batch'}"
         )
-    return torch.optim.AdamW(groups, lr=train_args.learning_rate, betas=(0.9, 0.98))
+    optimizer_class = LazyAdamW if lazy else torch.optim.AdamW
+    return optimizer_class(groups, lr=train_args.learning_rate, betas=(0.9, 0.98))
 
 
 def _load_best(model_class, folder: Path, lora_base: str | None):
