@@ -39,6 +39,9 @@ def batch():
     return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(), "labels": labels}
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
 def grads(model, inputs):
     torch.manual_seed(7)  # the same dropout masks, item-id dropout and drawn negatives in both models
     model(**inputs).loss.backward()
@@ -52,12 +55,14 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("options", OPTIONS)
-def test_sparse_item_gradients_equal_the_dense_ones(options):
-    dense, sparse = tiny(**options), tiny(**options)
+def test_sparse_item_gradients_equal_the_dense_ones(options, device):
+    dense, sparse = tiny(**options).to(device), tiny(**options).to(device)
     table = enable_sparse_item_gradients(sparse)
     assert table is sparse.model.item_embeddings.weight is sparse.item_head.weight
-    expected, got = grads(dense, batch()), grads(sparse, batch())
+    inputs = {name: tensor.to(device) for name, tensor in batch().items()}
+    expected, got = grads(dense, inputs), grads(sparse, inputs)
     assert got.keys() == expected.keys()
     for name, grad in got.items():
         if name == "model.item_embeddings.weight":
@@ -81,26 +86,28 @@ def test_sparse_gradients_are_refused_where_they_do_not_apply():
 
 
 def _sparse(rows: list[int], values: torch.Tensor, num_rows: int) -> torch.Tensor:
-    return torch.sparse_coo_tensor(torch.tensor([rows]), values, (num_rows, values.shape[1]), check_invariants=True)
+    indices = torch.tensor([rows], device=values.device)
+    return torch.sparse_coo_tensor(indices, values, (num_rows, values.shape[1]), check_invariants=True)
 
 
-def _pair(weight_decay: float):
+def _pair(weight_decay: float, device: str = "cpu"):
     torch.manual_seed(3)
-    table, dense = torch.randn(6, 4), torch.randn(5)
+    table, dense = torch.randn(6, 4, device=device), torch.randn(5, device=device)
     params = [nn.Parameter(table.clone()), nn.Parameter(dense.clone())]
     reference = [nn.Parameter(table.clone()), nn.Parameter(dense.clone())]
     options = {"lr": 0.05, "betas": (0.9, 0.98), "weight_decay": weight_decay}
     return params, LazyAdamW(params, **options), reference, torch.optim.AdamW(reference, **options)
 
 
-def test_lazy_adamw_equals_adamw_when_every_row_is_in_every_step():
-    params, lazy, reference, adamw = _pair(weight_decay=0.1)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lazy_adamw_equals_adamw_when_every_row_is_in_every_step(device):
+    params, lazy, reference, adamw = _pair(weight_decay=0.1, device=device)
     for step in range(6):
-        values = torch.randn(8, 4)
+        values = torch.randn(8, 4, device=device)
         rows = [0, 1, 2, 3, 4, 5, 2, 4]  # every row, two of them twice (summed, as a dense gradient would)
         params[0].grad = _sparse(rows, values, 6)
         reference[0].grad = params[0].grad.to_dense()
-        params[1].grad = reference[1].grad = torch.randn(5)
+        params[1].grad = reference[1].grad = torch.randn(5, device=device)
         for optimizer in (lazy, adamw):
             optimizer.param_groups[0]["lr"] = 0.05 / (step + 1)  # a schedule, as the loop's
             optimizer.step()

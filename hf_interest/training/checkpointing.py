@@ -80,8 +80,13 @@ def save_model(accelerator, model, tokenizer, folder: Path, in_place: bool = Fal
     if accelerator.is_main_process:
         shutil.rmtree(target, ignore_errors=True)
     accelerator.wait_for_everyone()
+    # FSDP and DeepSpeed hold shards: every process takes part in gathering the whole state dict first
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
+    state_dict = accelerator.get_state_dict(model) if sharded else None
     with _no_save_progress_bars():
-        accelerator.unwrap_model(model).save_pretrained(target, is_main_process=accelerator.is_main_process)
+        accelerator.unwrap_model(model).save_pretrained(
+            target, is_main_process=accelerator.is_main_process, state_dict=state_dict
+        )
     if accelerator.is_main_process:
         tokenizer.save_pretrained(target)
         if fault:

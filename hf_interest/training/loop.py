@@ -145,8 +145,20 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         joint = accelerator.unwrap_model(trained)
         model = joint.model
     ema_decay = train_args.ema_decay
-    if ema_decay is None:  # the default: on for full next-item training, off for adapters and the heads
-        ema_decay = DEFAULT_EMA_DECAY if task.name == "next-item" and not (use_lora or joint is not None) else 0.0
+    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+    if ema_decay and sharded:  # AveragedModel keeps a whole copy of the model: a sharded model cannot be copied
+        raise ValueError(
+            f"--ema_decay {ema_decay} needs a whole copy of the model, which {accelerator.distributed_type.value} "
+            "shards; leave --ema_decay out (it is off under sharding) or train with DDP."
+        )
+    if ema_decay is None:  # the default: on for full next-item training, off for adapters, the heads and sharding
+        full_training = task.name == "next-item" and not (use_lora or joint is not None)
+        ema_decay = DEFAULT_EMA_DECAY if full_training and not sharded else 0.0
+        if full_training and sharded:
+            accelerator.print(
+                f"weight average: off ({accelerator.distributed_type.value} shards the model; the average needs a "
+                "whole copy of it)"
+            )
     ema = lazy_ema = None
     if ema_decay:  # validated, kept and published instead of the weights; in every checkpoint for resume
         ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
@@ -299,7 +311,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     accelerator.wait_for_everyone()
     best = _load_best(type(task.model), checkpoints / "best", train_args.init_from if use_lora else None)
     # Evaluated only: no DDP wrapper (a loaded adapter has no parameter that requires a gradient, which DDP refuses).
-    best = accelerator.prepare_model(best, evaluation_mode=True)
+    # Moved first: under FSDP, evaluation mode leaves the placement to the caller.
+    best = accelerator.prepare_model(best.to(accelerator.device), evaluation_mode=True)
     test_start = time.perf_counter()
     test_results = task.evaluate(best, "test")
     test_seconds = time.perf_counter() - test_start
