@@ -103,3 +103,17 @@ def test_auto_loss_switches_to_the_sampled_softmax_above_the_threshold_and_says_
     loss, why = resolve_loss_type(asked, num_items)
     assert loss == chosen
     assert why.startswith(f"loss: {chosen}") and said in why
+
+
+def test_sharding_names_the_engines_that_split_the_model():
+    """Under these the weight average is off and the saved model is gathered first (both checked on a GPU)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from hf_interest.training.checkpointing import sharding
+
+    assert sharding(SimpleNamespace(distributed_type=DistributedType.FSDP)) == "FSDP"
+    assert sharding(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)) == "DEEPSPEED"
+    assert sharding(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)) is None
+    assert sharding(SimpleNamespace(distributed_type=DistributedType.NO)) is None

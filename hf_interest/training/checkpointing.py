@@ -60,6 +60,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def sharding(accelerator) -> str | None:
+    """The name of the engine that shards the model across processes (FSDP, DeepSpeed, Megatron-LM), or None:
+    each process then holds a part of the weights, not a whole model that can be copied or saved as it is."""
+    name = accelerator.distributed_type.value
+    return name if name in ("FSDP", "DEEPSPEED", "MEGATRON_LM") else None
+
+
 def save_model(accelerator, model, tokenizer, folder: Path, in_place: bool = False, fault=None) -> None:
     """
     `save_pretrained` of the model and the vocabulary, called on every process (transformers may synchronise inside)
@@ -80,9 +87,8 @@ def save_model(accelerator, model, tokenizer, folder: Path, in_place: bool = Fal
     if accelerator.is_main_process:
         shutil.rmtree(target, ignore_errors=True)
     accelerator.wait_for_everyone()
-    # FSDP and DeepSpeed hold shards: every process takes part in gathering the whole state dict first
-    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED")
-    state_dict = accelerator.get_state_dict(model) if sharded else None
+    # Under sharding every process takes part in gathering the whole state dict first
+    state_dict = accelerator.get_state_dict(model) if sharding(accelerator) else None
     with _no_save_progress_bars():
         accelerator.unwrap_model(model).save_pretrained(
             target, is_main_process=accelerator.is_main_process, state_dict=state_dict

@@ -38,6 +38,7 @@ from .checkpointing import (
     resume,
     save_checkpoint,
     save_model,
+    sharding,
     write_text_atomic,
 )
 from .data import load_data
@@ -145,19 +146,18 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         joint = accelerator.unwrap_model(trained)
         model = joint.model
     ema_decay = train_args.ema_decay
-    sharded = accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+    sharded = sharding(accelerator)
     if ema_decay and sharded:  # AveragedModel keeps a whole copy of the model: a sharded model cannot be copied
         raise ValueError(
-            f"--ema_decay {ema_decay} needs a whole copy of the model, which {accelerator.distributed_type.value} "
-            "shards; leave --ema_decay out (it is off under sharding) or train with DDP."
+            f"--ema_decay {ema_decay} needs a whole copy of the model, which {sharded} shards; leave --ema_decay out "
+            "(it is off under sharding) or train with DDP."
         )
     if ema_decay is None:  # the default: on for full next-item training, off for adapters, the heads and sharding
         full_training = task.name == "next-item" and not (use_lora or joint is not None)
         ema_decay = DEFAULT_EMA_DECAY if full_training and not sharded else 0.0
         if full_training and sharded:
             accelerator.print(
-                f"weight average: off ({accelerator.distributed_type.value} shards the model; the average needs a "
-                "whole copy of it)"
+                f"weight average: off ({sharded} shards the model; the average needs a whole copy of it)"
             )
     ema = lazy_ema = None
     if ema_decay:  # validated, kept and published instead of the weights; in every checkpoint for resume
@@ -441,8 +441,8 @@ def _lazy_item_table(model, task_name: str, train_args: TrainArguments, accelera
         why_not = "adapter training leaves the item table frozen or to peft"
     elif accelerator.num_processes > 1 and accelerator.device.type != "cpu":
         why_not = "sparse gradients are all-reduced by gloo (CPU processes) only, not by NCCL"
-    elif accelerator.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        why_not = f"{accelerator.distributed_type.value} shards the parameters itself"
+    elif sharding(accelerator):
+        why_not = f"{sharding(accelerator)} shards the parameters itself"
     else:
         why_not = sparse_item_gradients_supported(model)
     if why_not is not None:
