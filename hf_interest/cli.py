@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -142,18 +143,20 @@ def _info(model: str) -> dict:
             )
     weights = _cached(model, "model.safetensors")
     if weights is not None:
-        from safetensors import safe_open
+        from . import modeling_interest
+        from .configuration_interest import InterestConfig
 
-        with safe_open(str(weights), framework="pt") as handle:
-            total = 0
-            for name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
-                shape = handle.get_slice(name).get_shape()
-                count = 1
-                for dim in shape:
-                    count *= dim
-                total += count
-        result["parameters"] = total
+        shapes, metadata = modeling_interest.read_weights_header([weights])
+        result["parameters"] = sum(math.prod(shape) for shape in shapes.values())
         result["weights_bytes"] = weights.stat().st_size
+        try:
+            loaded_config = InterestConfig.from_dict(config)
+            name = (config.get("architectures") or ["InterestModel"])[0]
+            model_class = getattr(modeling_interest, name, modeling_interest.InterestModel)
+            problems = modeling_interest.checkpoint_problems(model_class, loaded_config, shapes, metadata)
+        except ValueError as error:
+            problems = [f"config.json is not a valid InterestConfig: {error}"]
+        result["problems"] = problems
     results_path = _cached(model, "eval_results.json")
     if results_path is not None:
         results = read_json_file(results_path)
@@ -179,6 +182,12 @@ def _print_info(info: dict) -> None:
             print(f"  warning: {vocab['warning']}")
     if "parameters" in info:
         print(f"parameters: {info['parameters']:,} ({info['weights_bytes'] / 2**20:.1f} MiB safetensors)")
+        if info["problems"]:
+            print("PROBLEM: config.json does not describe model.safetensors (loading it fails):")
+            for problem in info["problems"]:
+                print(f"  - {problem}")
+        else:
+            print("config.json matches model.safetensors")
     if info.get("test"):
         print(f"dataset: {info['dataset'].get('name')}  {info['dataset'].get('statistics', '')}")
         for block in info["test"].values():

@@ -133,6 +133,34 @@ class InterestConfig(PretrainedConfig):
 
     model_type = "interest"
     attribute_map = {"vocab_size": "num_items"}
+    # The fields that decide what a trained model computes in eval mode: the shapes and presence of its weights, and
+    # how they are combined. `save_pretrained` records them in `model.safetensors`, and loading refuses a config.json
+    # that disagrees with the weights on any of them. The other fields (dropouts, loss, initialisation) only matter in
+    # training and may be changed freely.
+    weight_fields = (
+        "num_items",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "max_position_embeddings",
+        "layer_norm_eps",
+        "use_time_gaps",
+        "num_time_buckets",
+        "tie_word_embeddings",
+        "item_representation",
+        "text_embedding_size",
+        "long_term_interest",
+        "short_term_interest",
+        "short_term_window",
+        "num_categories",
+        "click_hidden_size",
+        "num_special_tokens",
+        "pad_token_id",
+        "unk_token_id",
+        "mask_token_id",
+    )
 
     def __init__(
         self,
@@ -194,6 +222,8 @@ class InterestConfig(PretrainedConfig):
         self.short_term_interest = short_term_interest
         self.short_term_window = short_term_window
         self.num_categories = num_categories
+        if category_names is not None and (isinstance(category_names, str) or not hasattr(category_names, "__iter__")):
+            raise ValueError(f"InterestConfig.category_names must be a list of names, got {category_names!r}.")
         self.category_names = list(category_names) if category_names is not None else None
         self.forecast_horizon = forecast_horizon
         self.click_hidden_size = click_hidden_size
@@ -278,7 +308,12 @@ class InterestConfig(PretrainedConfig):
                 f"text, so it needs item_representation='id+text' (got {self.item_representation!r}); set it to 0."
             )
         if self.uses_text:
-            positive_int("text_embedding_size")
+            size = self.text_embedding_size
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                raise ValueError(
+                    f"InterestConfig.text_embedding_size must be a positive integer (the size of the item text "
+                    f"embeddings) with item_representation={self.item_representation!r}, got {size!r}."
+                )
             if self.text_encoder is not None and not isinstance(self.text_encoder, str):
                 raise ValueError(f"InterestConfig.text_encoder must be a string or None, got {self.text_encoder!r}.")
         else:

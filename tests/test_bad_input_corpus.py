@@ -154,8 +154,8 @@ def _pickle_only(folder):
 
 
 CHECKPOINT_CASES = [
-    ("config_missing_num_items", _edit_config(lambda c: c.pop("num_items")), ValueError, r"weights do not match config\.json"),
-    ("config_wrong_hidden_size", _edit_config(lambda c: c.update(hidden_size=32, intermediate_size=32)), ValueError, r"weights do not match config\.json"),
+    ("config_missing_num_items", _edit_config(lambda c: c.pop("num_items")), ValueError, r"num_items is 1000 in config\.json but the weights were saved with 23"),
+    ("config_wrong_hidden_size", _edit_config(lambda c: c.update(hidden_size=32, intermediate_size=32)), ValueError, r"hidden_size is 32 in config\.json but the weights were saved with 16"),
     ("config_heads_do_not_divide", _edit_config(lambda c: c.update(num_attention_heads=3)), ValueError, r"hidden_size \(16\) must be divisible by num_attention_heads \(3\)"),
     ("config_wrong_type", _edit_config(lambda c: c.update(hidden_size="16")), ValueError, r"InterestConfig\.hidden_size must be a positive integer, got '16'"),
     ("config_not_json", lambda f: (f / "config.json").write_text("{not json"), OSError, r"config\.json.*not a valid JSON"),
