@@ -98,12 +98,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cached(model: str, filename: str) -> Path | None:
+    from .data.paths import check_model_reference
+
+    check_model_reference(model)
     local = Path(model).expanduser()
     if local.is_dir():
         path = local / filename
         return path if path.is_file() else None
-    if local.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise FileNotFoundError(f"{model} is not a model folder (nor a Hub repo id like ORG/NAME).")
     from transformers.utils import cached_file
 
     path = cached_file(model, filename, _raise_exceptions_for_missing_entries=False)
@@ -408,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if getattr(args, "model", None) is not None:
+            from .data.paths import check_model_reference
+
+            check_model_reference(args.model)  # before any Hub call
         if args.command == "recommend":
             results = _recommend(args)
             if args.json:

@@ -56,7 +56,8 @@ TABLE = pa.table({"user_id": [r[0] for r in ROWS], "item_id": [r[1] for r in ROW
 # (case id, builder(tmp) -> source, expected): expected is ("loads", events) or ("error", exception, message regex).
 LOG_CASES = [
     ("csv_truncated_last_row", lambda t: _write(t, "a.csv", _csv(extra="5,1")), ("error", ValueError, r"a\.csv: malformed CSV: line 32 has 2 fields")),
-    ("csv_wrong_delimiter", lambda t: _write(t, "a.csv", _csv(sep=";")), ("error", ValueError, r"a\.csv: no user column found\. Columns found: \['user_id;item_id;timestamp'\]")),
+    ("csv_semicolon_delimiter_guessed", lambda t: _write(t, "a.csv", _csv(sep=";")), ("loads", 30)),
+    ("csv_one_column_header", lambda t: _write(t, "a.csv", _csv(header="user_id item_id timestamp", sep=" ")), ("error", ValueError, r"a\.csv: no user column found\. Columns found: \['user_id item_id timestamp'\]")),
     ("csv_header_only", lambda t: _write(t, "a.csv", "user_id,item_id,timestamp\n"), ("error", ValueError, r"a\.csv: .*no rows")),
     ("csv_empty_file", lambda t: _write(t, "a.csv", ""), ("error", ValueError, r"a\.csv: the file is empty")),
     ("csv_utf8_bom", lambda t: _write(t, "a.csv", ("\ufeff" + _csv()).encode("utf-8")), ("loads", 30)),
@@ -206,10 +207,13 @@ def _cli_cases(tmp: Path, checkpoint: Path):
     bad_config = tmp / "bad_config"
     shutil.copytree(checkpoint, bad_config)
     (bad_config / "config.json").write_text("{not json")
-    bad_log = _write(tmp, "bad.csv", "user;item;time\n1;2;3\n")
+    bad_log = _write(tmp, "bad.csv", "who;what;when\n1;2;3\n")
     return [
         (["train", "--dataset", str(tmp / "missing.csv"), "--output_dir", str(tmp / "o1")], "missing.csv"),
-        (["train", "--dataset", str(bad_log), "--output_dir", str(tmp / "o2")], "bad.csv: no user column found"),
+        (
+            ["train", "--dataset", str(bad_log), "--output_dir", str(tmp / "o2")],
+            "bad.csv: no user column found. Columns found: ['who', 'what', 'when']",
+        ),
         (["recommend", str(broken), "i1", "i2"], "corrupted or truncated"),
         (["info", str(bad_config)], "config.json is not valid JSON"),
         (["evaluate", str(broken)], "corrupted or truncated"),

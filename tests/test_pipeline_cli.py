@@ -149,7 +149,7 @@ def test_cli_push_dry_run(tiny_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["info", "/no/such/model"], "is not a model folder"),
+        (["info", "/no/such/model"], "/no/such/model: no such file or directory. The folder /no does not exist."),
         (["info", "{run}/checkpoints"], "has no config.json"),
         (["push", "/no/such/run", "--repo_id", "a/b", "--dry_run", "/tmp/never"], "is not a directory"),
         (["recommend", "{run}", "a", "b", "--timestamps", "1"], "--timestamps has 1 values for 2 items"),

@@ -252,16 +252,16 @@ def test_heads_refuse_next_item_only_flags(task, field, value, flag):
 
 
 def test_heads_refuse_exclude_items_and_name_every_flag_given():
-    data_args = DataArguments(exclude_items_file="items.txt")
+    data_args = DataArguments(exclude_items_file=__file__)  # any file that exists
     train_args = TrainArguments(task="click", init_from="x", lora_r=2)
     with pytest.raises(ValueError, match=r"--init_from, --lora_r, --exclude_items_file apply to next-item"):
         check_arguments(data_args, train_args)
 
 
 def test_unknown_task_and_click_labels_are_refused():
-    with pytest.raises(ValueError, match=r"--task must be one of \('next-item', 'click', 'forecast'\), got 'ranking'"):
+    with pytest.raises(ValueError, match=r"--task must be one of \['next-item', 'click', 'forecast'\], got 'ranking'"):
         TrainArguments(task="ranking")
-    with pytest.raises(ValueError, match=r"--click_labels must be 'ratings' or 'sampled', got 'stars'"):
+    with pytest.raises(ValueError, match=r"--click_labels must be one of \['ratings', 'sampled'\], got 'stars'"):
         DataArguments(click_labels="stars")
     # next-item keeps every update flag; the heads accept a plain run
     check_arguments(DataArguments(), TrainArguments(targets_from="2024-06-01"))

@@ -141,7 +141,7 @@ def test_ema_is_on_by_default_and_changes_only_what_is_validated(runs, tmp_path)
     [
         (["--ema_decay", "1.0"], "must be in"),
         (["--ema_decay", "0.9", "--lora_r", "2"], "does not combine with --lora_r"),
-        (["--learning_rat", "0.1"], "not used by the HfArgumentParser: ['--learning_rat'"),
+        (["--learning_rat", "0.1"], "--learning_rat is not an option. Did you mean '--learning_rate'"),
     ],
 )
 def test_ema_arguments_are_checked_before_any_data_is_read(extra, message):

@@ -716,7 +716,8 @@ def prepare_events(raw: RawLog, config: CleaningConfig | None = None) -> tuple[E
     report = DataReport(source=source, columns=dict(raw.columns), notes=list(raw.notes))
     total = table.num_rows
     if total == 0:
-        raise ValueError(f"{source}: the source has columns {table.column_names} but no rows; there are no events.")
+        names = [raw.columns.get(name, name) for name in table.column_names]  # the file's own names
+        raise ValueError(f"{source}: the source has columns {names} but no rows; there are no events.")
 
     # 1. Missing user/item ---------------------------------------------------------------------------------------
     missing = None

@@ -141,10 +141,17 @@ def resolve_columns(mapping: ColumnMapping, found: Sequence[str], source: str) -
     resolved = _match_columns(mapping, _CANDIDATES, found, f"{source}: the column mapping", "the source")
     for name in ("user", "item"):
         if name not in resolved:
+            separators = [c for c in (",", "\t", ";", "|") if len(found) == 1 and c in found[0]]
             raise ValueError(
                 f"{source}: no {name} column found. Columns found: {format_values(found, 50)}; looked for "
                 f"{list(_CANDIDATES[name])}. Name it explicitly, e.g. load_behaviors(..., columns={{'{name}': "
                 "'<column>'})."
+                + (
+                    f" The header was read as one column holding {separators[0]!r}: check the delimiter "
+                    f"(load_behaviors(..., delimiter={separators[0]!r}))."
+                    if separators
+                    else ""
+                )
             )
     return resolved
 

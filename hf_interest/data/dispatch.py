@@ -15,9 +15,10 @@ import pyarrow as pa
 
 from .columns import ColumnMapping
 from .movielens import read_movielens
+from .paths import missing_path_message
 from .readers.amazon import _read_amazon_log, detect_amazon
 from .readers.base import FORMATS, RawLog, _strip_compression, check_file, infer_format
-from .readers.delimited import _header_names, _read_csv_log, read_delimited
+from .readers.delimited import _header_names, _read_csv_log, guess_delimiter, read_delimited
 from .readers.jsonl import _read_jsonl_log, read_json_lines
 from .readers.memory import _read_memory_log, table_from_memory
 from .readers.parquet import _read_parquet_any, _read_parquet_log
@@ -50,14 +51,18 @@ def read_log(
         return _read_memory_log(source, mapping)
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory.")
+        raise FileNotFoundError(missing_path_message(path))
     if format is not None and format not in FORMATS:
         raise ValueError(f"Unknown format {format!r}; choose one of {list(FORMATS)}.")
     fmt = format or infer_format(path)
     if fmt in ("csv", "tsv"):
-        return _read_csv_log(
-            check_file(path), mapping, delimiter or ("," if fmt == "csv" else "\t"), encoding, fmt.upper()
-        )
+        note = None
+        if delimiter is None:  # a header without the usual separator says which one it uses
+            delimiter, note = guess_delimiter(check_file(path), "," if fmt == "csv" else "\t", encoding)
+        raw = _read_csv_log(check_file(path), mapping, delimiter, encoding, fmt.upper())
+        if note:
+            raw.notes.append(note)
+        return raw
     if fmt == "parquet":
         return _read_parquet_log(path, mapping)
     if fmt == "jsonl":

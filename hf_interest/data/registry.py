@@ -13,6 +13,7 @@ from .movielens import (
     find_movielens_100k,
     movielens_100k_from_recbole_wheel,
 )
+from .paths import did_you_mean, path_hint
 from .synthetic import SyntheticConfig, generate_synthetic_interests
 
 NAMED_DATASETS = ("movielens-100k", "synthetic")
@@ -57,7 +58,22 @@ def load_named_dataset(
         return generate_synthetic_interests(SyntheticConfig(**dict(synthetic or {}))).to_behavior_data(
             cleaning=cleaning, split=split
         )
+    check_dataset(name)
     return load_behaviors(name, columns=dict(columns) if columns else None, cleaning=cleaning, split=split)
+
+
+def check_dataset(name: str) -> None:
+    """
+    Raises a `FileNotFoundError` when `name` is neither a dataset name (`NAMED_DATASETS`) nor an existing path,
+    with the close names, or the close files beside it.
+    """
+    if name in NAMED_DATASETS or Path(name).expanduser().exists():
+        return
+    raise FileNotFoundError(
+        f"{name}: not a dataset name ({', '.join(NAMED_DATASETS)}) and no such file or directory."
+        + (did_you_mean(name, NAMED_DATASETS) or path_hint(name))
+        + " Give a dataset name or the path of a behaviour log."
+    )
 
 
 def load_movielens_100k(

@@ -6,18 +6,28 @@ options (`--help` prints each field's `help`), checked field by field in `__post
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from ..configuration_interest import InterestConfig
+from ..data.paths import did_you_mean, missing_path_message
+from ..data.registry import check_dataset
 from ..data.splits import to_seconds
+from ..metrics import DEFAULT_KS
 from ..modeling_interest import DEFAULT_LORA_TARGET_MODULES
 
 TASKS = ("next-item", "click", "forecast")
+
+# transformers.get_scheduler names that step once per optimizer step with no other setting (the plateau, greedy,
+# min-lr and warmup-stable-decay schedules need a metric or extra arguments).
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")  # fmt: skip
 
 DEFAULT_EMA_DECAY = 0.99  # --ema_decay for full training of the next-item model
 
@@ -83,12 +93,19 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        _check_finite(self)
+        if "://" not in self.dataset:  # a name or an existing path; else the close names, before any data is read
+            try:
+                check_dataset(self.dataset)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(f"--dataset {error}") from None
+        if self.exclude_items_file is not None and not Path(self.exclude_items_file).expanduser().is_file():
+            raise FileNotFoundError(f"--exclude_items_file {missing_path_message(self.exclude_items_file)}")
         _check_positive(self, "max_length", "synthetic_num_users", "synthetic_num_items", "click_negatives")
         if self.k_core < 0:
             raise ValueError(f"--k_core must be 0 (off) or a positive count of events, got {self.k_core}.")
         _check_choice("split", self.split, (None, "leave_one_out", "by_user"))
-        if self.click_labels not in ("ratings", "sampled"):
-            raise ValueError(f"--click_labels must be 'ratings' or 'sampled', got {self.click_labels!r}.")
+        _check_choice("click_labels", self.click_labels, ("ratings", "sampled"))
 
 
 @dataclass
@@ -157,6 +174,7 @@ class ModelArguments:
     )
 
     def __post_init__(self):
+        _check_finite(self)
         _check_positive(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                         "num_negative_samples", "short_term_window", "forecast_horizon", "click_hidden_size")  # fmt: skip
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "item_id_dropout"):
@@ -164,6 +182,7 @@ class ModelArguments:
                 raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}.")
         _check_choice("loss_type", self.loss_type, ("auto", "full_softmax", "sampled_softmax"))
         _check_choice("item_representation", self.item_representation, ("id", "text", "id+text"))
+        _check_model_config(self)  # what spans fields (heads dividing hidden_size, item_id_dropout needing id+text)
 
 
 @dataclass
@@ -194,7 +213,10 @@ class TrainArguments:
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Users per device in evaluation."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers.get_scheduler name."})
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": f"Learning-rate schedule (transformers.get_scheduler): {', '.join(SCHEDULERS)}."},
+    )
     warmup_ratio: float = field(default=0.02, metadata={"help": "Fraction of the steps spent warming up."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0: off)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer update."})
@@ -316,12 +338,18 @@ class TrainArguments:
     )
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"--task must be one of {TASKS}, got {self.task!r}.")
+        _check_finite(self)
+        from accelerate.utils import LoggerType
+
+        _check_choice("task", self.task, TASKS)
+        _check_choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        _check_choice("report_to", self.report_to, ("auto", "none", *(t.value for t in LoggerType)))
+        metrics = [f"{name}@{k}" for name in ("ndcg", "hr", "mrr") for k in DEFAULT_KS]
+        _check_choice("metric_for_best_model", self.metric_for_best_model, tuple(metrics))
         _check_positive(self, "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                         "gradient_accumulation_steps", "early_stopping_patience")  # fmt: skip
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}.")
+        if not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"--learning_rate must be a positive number, got {self.learning_rate}.")
         if self.weight_decay < 0 or self.max_grad_norm < 0 or self.checkpoints_to_keep < 0:
             raise ValueError("--weight_decay, --max_grad_norm and --checkpoints_to_keep must not be negative.")
         if not 0.0 <= self.warmup_ratio <= 1.0:
@@ -349,8 +377,11 @@ class TrainArguments:
             raise ValueError(f"--text_encoder_learning_rate must be positive, got {self.text_encoder_learning_rate}.")
         if self.targets_from is not None:
             targets_from_seconds(self.targets_from)  # a ValueError naming the text when it is not a time
-        if Path(self.output_dir).is_file():
-            raise ValueError(f"--output_dir {self.output_dir} is a file; name a folder (it is created if missing).")
+        _check_output_dir(self.output_dir)
+        resume = self.resume_from_checkpoint
+        if resume not in (None, "latest") and not Path(resume).expanduser().is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {missing_path_message(resume)} Pass 'latest' or a "
+                                    "folder output_dir/checkpoints/epoch_N.")  # fmt: skip
 
 
 def resolve_loss_type(loss_type: str, num_items: int) -> tuple[str, str]:
@@ -381,7 +412,10 @@ def targets_from_seconds(text: str) -> int:
     try:
         seconds = float(text)
     except ValueError:
-        seconds = to_seconds(text)
+        try:
+            seconds = to_seconds(text)
+        except ValueError as error:
+            raise ValueError(f"--targets_from: {error}") from None
     if not math.isfinite(seconds):
         raise ValueError(f"--targets_from must be a finite time, got {text!r}.")
     return int(math.ceil(seconds))
@@ -407,6 +441,12 @@ def check_arguments(data_args: DataArguments, train_args: TrainArguments) -> Non
         if given := [name for name, value in unsupported.items() if value]:
             raise ValueError(
                 f"--task {train_args.task} trains a head from scratch; {', '.join(given)} apply to next-item."
+            )
+        if train_args.metric_for_best_model != TrainArguments.metric_for_best_model:
+            best = {"click": "auc", "forecast": "cross_entropy"}[train_args.task]
+            raise ValueError(
+                f"--metric_for_best_model {train_args.metric_for_best_model} is a ranking metric of next-item; "
+                f"--task {train_args.task} keeps the epoch with the best validation {best}: leave it out."
             )
     if train_args.ema_decay and (train_args.lora_r or train_args.text_encoder_lora_r):
         raise ValueError(
@@ -447,6 +487,39 @@ def check_arguments(data_args: DataArguments, train_args: TrainArguments) -> Non
         )
 
 
+def _check_finite(arguments) -> None:
+    """No NaN or infinity in any number of the arguments (`float("nan") < 0` is False: range checks miss them)."""
+    for name, value in asdict(arguments).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name} must be a finite number, got {value}.")
+
+
+def _check_output_dir(output_dir: str) -> None:
+    """The run folder: not a file, and creatable (the nearest existing folder on its way is writable)."""
+    path = Path(output_dir).expanduser().absolute()
+    if path.is_file():
+        raise ValueError(f"--output_dir {output_dir} is a file; name a folder (it is created if missing).")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"--output_dir {output_dir}: {ancestor} is a file, so the folder cannot be created there.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"--output_dir {output_dir}: {ancestor} is not writable; name a folder you can write to.")
+
+
+def _check_model_config(model_args: ModelArguments) -> None:
+    """The config that training will build from the model arguments, built now with a stand-in catalogue size."""
+    fields = asdict(model_args)
+    fields["loss_type"] = "full_softmax" if model_args.loss_type == "auto" else model_args.loss_type
+    if model_args.item_representation != "id":
+        fields["text_embedding_size"] = 384  # the encoder's size, known once it has run
+    try:
+        InterestConfig(num_items=1000, **fields)
+    except ValueError as error:
+        raise ValueError(str(error).replace("InterestConfig.", "--")) from None
+
+
 def _check_positive(arguments, *names: str) -> None:
     for name in names:
         if getattr(arguments, name) < 1:
@@ -455,7 +528,8 @@ def _check_positive(arguments, *names: str) -> None:
 
 def _check_choice(name: str, value, choices: tuple) -> None:
     if value not in choices:
-        raise ValueError(f"--{name} must be one of {[c for c in choices if c is not None]}, got {value!r}.")
+        named = [c for c in choices if c is not None]
+        raise ValueError(f"--{name} must be one of {named}, got {value!r}.{did_you_mean(value, named)}")
 
 
 def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
@@ -470,10 +544,33 @@ def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
         `(DataArguments, ModelArguments, TrainArguments)`.
     """
     # No abbreviations: `--learning_rat` must not silently become `--learning_rate` (or another flag added later).
-    parser = HfArgumentParser((DataArguments, ModelArguments, TrainArguments), prog=prog, allow_abbrev=False)
+    parser = HfArgumentParser(
+        (DataArguments, ModelArguments, TrainArguments), prog=prog, allow_abbrev=False, formatter_class=HelpFormatter
+    )
+    for action in parser._actions:  # argparse keeps no public list of its arguments
+        if action.option_strings and action.option_strings[0].startswith("--no_"):
+            action.help = f"The same as --{action.dest} false."
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         return tuple(parser.parse_json_file(os.path.abspath(argv[0])))
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return tuple(parser.parse_yaml_file(os.path.abspath(argv[0])))
-    return tuple(parser.parse_args_into_dataclasses(args=argv))
+    *arguments, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        unknown = next((text for text in remaining if text.startswith("-")), remaining[0])
+        options = [action.option_strings[0] for action in parser._actions if action.option_strings]
+        raise ValueError(
+            f"{unknown} is not an option.{did_you_mean(unknown.split('=')[0], options)} `--help` lists them all "
+            f"(not used: {' '.join(remaining)})."
+        )
+    return tuple(arguments)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` with one default per option: the help's own words when it names its default, else `(default: X)`."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)

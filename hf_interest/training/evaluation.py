@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataCollatorForInterest
+from ..data.paths import check_model_reference
 from ..metrics import DEFAULT_KS, PopularityRecommender, RankingAccumulator, ranks_under_both_protocols
 
 
@@ -183,6 +184,7 @@ def evaluate_checkpoint(
 
     if split not in ("validation", "test"):
         raise ValueError(f"split must be 'validation' or 'test', got {split!r}.")
+    check_model_reference(checkpoint)  # a mistyped local folder is said at once, not after the Hub's retries
     config = AutoConfig.from_pretrained(checkpoint)
     heads = {"InterestForClickPrediction", "InterestForInterestForecasting"}
     if heads & set(config.architectures or []):
@@ -232,11 +234,12 @@ def evaluate_main(argv: list[str] | None = None, prog: str | None = None) -> dic
     import argparse
 
     from ..metrics import format_results_table
+    from .arguments import HelpFormatter
 
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Evaluate a saved next-item checkpoint on a split, beside the popularity baseline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument("checkpoint", help="a run folder, a save_pretrained folder, or a Hub repo id")

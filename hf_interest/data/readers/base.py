@@ -18,6 +18,7 @@ from .._arrow import (
     natural_key,
     utf8_error_location,
 )
+from ..paths import missing_path_message
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "recbole", "movielens", "amazon")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
@@ -95,7 +96,7 @@ def check_file(path: str | os.PathLike) -> Path:
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file or directory.")
+        raise FileNotFoundError(missing_path_message(p))
     if p.is_file() and p.stat().st_size == 0:
         raise ValueError(f"{p}: the file is empty (0 bytes); it holds no events.")
     return p
@@ -123,7 +124,7 @@ def infer_format(path: str | os.PathLike) -> str:
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file or directory.")
+        raise FileNotFoundError(missing_path_message(p))
     if p.is_dir():
         names = {child.name for child in p.iterdir()}
         if any(name.endswith(".inter") for name in names):

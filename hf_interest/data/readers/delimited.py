@@ -132,6 +132,21 @@ def _reject_duplicate_names(names: list[str], path: Path) -> None:
         )
 
 
+def guess_delimiter(path: Path, default: str, encoding: str = "utf-8") -> tuple[str, str | None]:
+    """
+    The field separator of a CSV/TSV file: `default` when its header holds it, else the separator the header does
+    hold (`;`, tab, `|` or `,`, the most frequent). Returns `(delimiter, note)`, the note saying so when guessed.
+    """
+    header = _decode_header(first_line(path), path, encoding)
+    if default in header:
+        return default, None
+    counts = {c: header.count(c) for c in (",", "\t", ";", "|") if c != default}
+    guess = max(counts, key=counts.get)
+    if not counts[guess]:
+        return default, None
+    return guess, f"read as {guess!r}-separated: the header has no {default!r} but {counts[guess]} {guess!r}"
+
+
 def _read_csv_log(path: Path, mapping: ColumnMapping, delimiter: str, encoding: str, label: str) -> RawLog:
     names = _header_names(path, delimiter, encoding)
     _reject_duplicate_names(names, path)
