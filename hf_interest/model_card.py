@@ -97,7 +97,7 @@ def render_model_card(
 
     model_index = []
     tables = []
-    for variant, block in test.items():
+    for block in test.values():
         protocol = block["protocol"]
         rows = []
         metric_names = [m for m in CARD_METRICS if m in block["model"]]
@@ -112,7 +112,11 @@ def render_model_card(
                 }
             )
         tables.append(
-            {"title": f"Test split, seen items {variant.replace('_', ' ')}", "metrics": metric_names, "rows": rows}
+            {
+                "title": "Test split, seen items " + ("excluded" if protocol["exclude_seen"] else "included"),
+                "metrics": metric_names,
+                "rows": rows,
+            }
         )
         for metric in metric_names:
             model_index.append(
@@ -144,11 +148,7 @@ def render_model_card(
         eval_results=model_index,
     )
     training = eval_results.get("training", {})
-    training_description = ", ".join(
-        f"{key}: {_format(value)}"
-        for key, value in training.items()
-        if key in ("epochs_run", "best_epoch", "seconds_per_epoch", "time_to_best_epoch_s", "total_time_s", "seed")
-    )
+    settings = eval_results.get("model", {})
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path()),
@@ -157,12 +157,59 @@ def render_model_card(
         dataset_name=dataset_name,
         dataset_statistics=dataset.get("statistics", {}),
         split_description=dataset.get("split", "leave-one-out by time (last event test, previous validation)"),
-        training_description=training_description or "see eval_results.json",
+        training_description=_training_prose(training),
+        architecture_description=_architecture_prose(settings),
+        uses_time_gaps=bool(settings.get("use_time_gaps")),
+        example_timestamps=json.dumps([1_700_000_000 + 3_600 * i for i in range(len(example_history or [1, 2]))]),
         model_settings=eval_results.get("model", {}),
         protocol_line=protocol_line,
         result_tables=tables,
         example_history=json.dumps(example_history or ["item-1", "item-2"]),
     )
+
+
+def _training_prose(training: Mapping) -> str:
+    """The training line of the card, as a sentence."""
+    if not training.get("epochs_run"):
+        return "see eval_results.json"
+    metric = training.get("metric_for_best_model", "ndcg@10")
+    best = training.get(f"best_validation_{metric}")
+    text = f"{training['epochs_run']} epochs; early stopping kept epoch {training.get('best_epoch')}"
+    if isinstance(best, float):
+        text += f" (best validation {metric.upper()}, seen items excluded: {best:.4f})"
+    if training.get("ema_decay"):
+        text += (
+            f". The published weights are the exponential moving average of the weights (decay {training['ema_decay']},"
+            f" about the last {round(1 / (1 - training['ema_decay']))} optimizer steps): that average is what was "
+            "validated and tested"
+        )
+    timing = [f"seed {training['seed']}"] if "seed" in training else []
+    if training.get("time_to_best_epoch_s") is not None:
+        timing.append(f"{training['time_to_best_epoch_s']:.0f} s of training to the kept epoch")
+    if training.get("total_time_s") is not None:
+        timing.append(f"{training['total_time_s']:.0f} s for the whole run")
+    return text + (". " + ", ".join(timing).capitalize() if timing else "") + "."
+
+
+def _architecture_prose(settings: Mapping) -> str:
+    """What the model's parts are, in a sentence, from the settings `eval_results.json` records."""
+    if not settings:
+        return ""
+    parts = [f"A causal transformer of {settings.get('num_hidden_layers')} layers over the item sequence"]
+    if settings.get("use_time_gaps"):
+        parts.append("with an embedding of the time gap between consecutive events (pass timestamps)")
+    long, short = settings.get("long_term_interest"), settings.get("short_term_interest")
+    if long and short:
+        window = settings.get("short_term_window")
+        parts.append(
+            f"whose state is mixed, by a gate learned per user and step, with a long-term interest (attention over the "
+            f"whole history) and a short-term interest (the last {window} events)"
+        )
+    elif long:
+        parts.append("plus a long-term interest (attention over the whole history)")
+    elif short:
+        parts.append(f"plus a short-term interest (the last {settings.get('short_term_window')} events)")
+    return ", ".join(parts) + "."
 
 
 def head_model_card(eval_results: Mapping, class_name: str, repo_id: str = "PATH") -> ModelCard:

@@ -264,3 +264,122 @@ def test_help_formatter_keeps_a_default_the_help_already_names():
     helps = _help_strings(parser)
     assert helps["--a"] == "things (default: three)" and helps["--b"] == "things (default: 3)"
     assert helps["--c"] == "things"
+
+
+# --- time gaps: a model that reads them says so when it is called without timestamps -------------------------------
+
+
+def _warnings_of(caplog):
+    return [r.getMessage() for r in caplog.records if "called without timestamps" in r.getMessage()]
+
+
+def test_a_time_gap_model_warns_once_without_timestamps(caplog):
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from hf_interest import InterestConfig, InterestForNextItemPrediction
+    from hf_interest.training.tasks import _backbone_fields
+
+    hf_logging.warning_once.cache_clear()
+    model = InterestForNextItemPrediction(InterestConfig(num_items=20, hidden_size=8, intermediate_size=16)).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    model.recommend(ids, timestamps=torch.tensor([[10, 20, 4000]]), top_k=3)
+    assert _warnings_of(caplog) == []
+    model.recommend(ids, top_k=3)
+    model.recommend(ids, top_k=3)
+    assert len(_warnings_of(caplog)) == 1  # once
+    assert "Pass the events' times" in _warnings_of(caplog)[0]
+    hf_logging.warning_once.cache_clear()
+    model.train()(ids)  # training on a log without times is the loop's business, not a warning
+    assert len(_warnings_of(caplog)) == 1
+    no_gaps = InterestForNextItemPrediction(InterestConfig(num_items=20, hidden_size=8, intermediate_size=16,
+                                                           use_time_gaps=False)).eval()  # fmt: skip
+    no_gaps.recommend(ids, top_k=3)
+    assert len(_warnings_of(caplog)) == 1
+    # a log without times builds a model without the time-gap embedding, rather than one whose every gap is unknown
+    from hf_interest.training import ModelArguments
+
+    assert _backbone_fields(ModelArguments(), has_time=False)["use_time_gaps"] is False
+    assert _backbone_fields(ModelArguments(), has_time=True)["use_time_gaps"] is True
+
+
+def test_pipeline_and_cli_warn_without_timestamps(tiny_run, caplog):
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    from hf_interest import ItemTokenizer
+
+    items = list(ItemTokenizer.from_pretrained(tiny_run).items)[:3]
+    hf_logging.warning_once.cache_clear()
+    recommender = pipeline("next-item-recommendation", model=str(tiny_run))
+    recommender({"items": items, "timestamps": [1_700_000_000, 1_700_000_600, 1_700_090_000]}, top_k=2)
+    assert _warnings_of(caplog) == []
+    recommender(items, top_k=2)
+    assert len(_warnings_of(caplog)) == 1
+    run = subprocess.run([sys.executable, "-m", "hf_interest.cli", "recommend", str(tiny_run), *items, "--top_k", "2"],
+                         capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})  # fmt: skip
+    assert run.returncode == 0 and run.stderr.count("called without timestamps") == 1, run.stderr
+
+
+def test_help_answers_without_importing_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from hf_interest_cli import main\n"
+        "for argv in (['--help'], ['recommend', '--help'], ['info', '--help']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main(argv)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'hf_interest') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
+def test_progress_lines_and_the_closing_summary(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from hf_interest.training.loop import _closing_summary, _ProgressLines
+
+    for every, expected in ((0.0, ["epoch 1: 1/120 batches", "epoch 1: 40/120 batches", "epoch 2: 1/120 batches"]),
+                            (3600.0, [])):  # fmt: skip
+        lines = _ProgressLines(total=120, every=every)
+        for epoch, batches in ((0, 1), (0, 40), (1, 1)):
+            lines(epoch, batches)
+        assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == expected
+    results = {"training": {"metric_for_best_model": "ndcg@10", "best_validation_ndcg@10": 0.1234, "best_epoch": 7,
+                            "epochs_run": 17, "ema_decay": 0.99}}  # fmt: skip
+    data = SimpleNamespace(report=SimpleNamespace(source="/cache/ml-100k.inter"))
+    summary = _closing_summary(results, data, tmp_path).splitlines()
+    assert summary[0] == (
+        "Kept: the weights of epoch 7 of 17 run (best validation ndcg@10 0.1234), as their moving average "
+        "(--ema_decay 0.99): the average is what was validated, tested and saved."
+    )
+    assert summary[1] == "Data read from: /cache/ml-100k.inter"
+    assert summary[2].startswith(f"Checkpoints: {tmp_path / 'checkpoints'} (--resume_from_checkpoint latest")
+    results["training"]["ema_decay"] = 0
+    assert _closing_summary(results, data, tmp_path).splitlines()[0].endswith("(best validation ndcg@10 0.1234).")
+
+
+def test_the_model_card_reads_as_prose(tiny_run):
+    card = (tiny_run / "README.md").read_text()
+    assert "### Test split, seen items excluded" in card and "### Test split, seen items included" in card
+    assert "exclude seen" not in card and "epochs_run:" not in card
+    results = json.loads((tiny_run / "eval_results.json").read_text())
+    training = results["training"]
+    assert f"{training['epochs_run']} epochs; early stopping kept epoch {training['best_epoch']}" in card
+    if training.get("ema_decay"):
+        assert "The published weights are the exponential moving average of the weights" in card
+    assert "mixed, by a gate learned per user and step, with a long-term interest" in card  # the parts, named
+    assert "timestamps=[times]" in card and "--timestamps SECONDS" in card
+
+
+def test_evaluate_without_timestamps_measures_what_they_are_worth(tiny_run, capsys):
+    from hf_interest.training.evaluation import evaluate_checkpoint
+
+    with_times = evaluate_checkpoint(str(tiny_run), "test")["test"]["exclude_seen"]
+    without = evaluate_checkpoint(str(tiny_run), "test", use_timestamps=False)["test"]["exclude_seen"]
+    assert with_times["protocol"] == without["protocol"] and with_times["popularity"] == without["popularity"]
+    recorded = json.loads((tiny_run / "eval_results.json").read_text())["test"]["exclude_seen"]["model"]
+    assert with_times["model"]["ndcg@10"] == pytest.approx(recorded["ndcg@10"])
+    assert without["model"]["ndcg@10"] != with_times["model"]["ndcg@10"]  # the gaps are read: leaving them out shows
+    assert main(["evaluate", str(tiny_run), "--without_timestamps"]) == 0
+    assert "; without timestamps" in capsys.readouterr().out

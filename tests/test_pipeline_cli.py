@@ -91,7 +91,7 @@ def test_pipeline_bad_input(recommender, inputs, kwargs, error, message):
 
 def test_console_script_is_declared():
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("hf-interest") == "hf_interest.cli:main"
+    assert scripts.get("hf-interest") == "hf_interest_cli:main"
 
 
 def test_cli_help_lists_every_command(capsys):

@@ -158,6 +158,7 @@ def evaluate_checkpoint(
     data_dir: str | None = None,
     batch_size: int = 256,
     show_progress: bool = False,
+    use_timestamps: bool = True,
 ) -> dict:
     """
     Evaluates a saved next-item checkpoint on a split, beside the popularity baseline, under the stated protocol.
@@ -174,6 +175,8 @@ def evaluate_checkpoint(
         data_dir (`str`, *optional*): where MovieLens files are.
         batch_size (`int`): users per batch.
         show_progress (`bool`): show a progress bar.
+        use_timestamps (`bool`): give the model the events' times when the data has them; `False` measures what
+            serving without them costs a model that reads time gaps.
 
     Returns:
         `{"dataset": name, "unknown_items": n, split: results}` (results as `evaluate_next_item` returns them).
@@ -216,7 +219,7 @@ def evaluate_checkpoint(
         dataset, data_dir=data_dir or data_arguments.get("data_dir"), cleaning=cleaning, synthetic=synthetic
     )
     encoded, num_unknown = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
-    has_time = "timestamps" in encoded[split].column_names
+    has_time = use_timestamps and "timestamps" in encoded[split].column_names
     loader = eval_dataloader(encoded[split], tokenizer.pad_token_id, model.config.max_position_embeddings, batch_size)
     popularity = popularity_baseline(encoded["train"], len(tokenizer), tokenizer.num_special_tokens)
     results = evaluate_next_item(
@@ -250,13 +253,19 @@ def evaluate_main(argv: list[str] | None = None, prog: str | None = None) -> dic
     parser.add_argument("--data_dir", help="where MovieLens files are (default: the cache, then the recbole wheel)")
     parser.add_argument("--batch_size", type=int, default=256, help="users per batch")
     parser.add_argument("--output_json", help="also write the results to this file")
+    parser.add_argument(
+        "--without_timestamps",
+        action="store_true",
+        help="give the model no event times (what serving without them costs a model that reads time gaps)",
+    )
     args = parser.parse_args(argv)
     evaluated = evaluate_checkpoint(
-        args.checkpoint, args.split, args.dataset, args.data_dir, args.batch_size, show_progress=True
-    )
+        args.checkpoint, args.split, args.dataset, args.data_dir, args.batch_size, show_progress=True,
+        use_timestamps=not args.without_timestamps,
+    )  # fmt: skip
     print(
         f"{args.checkpoint} on {evaluated['dataset']} ({evaluated['unknown_items']} item ids not in the checkpoint's "
-        "vocabulary -> [UNK])"
+        "vocabulary -> [UNK])" + ("; without timestamps" if args.without_timestamps else "")
     )
     for block in evaluated[args.split].values():
         print(format_results_table({"popularity": block["popularity"], "model": block["model"]}, block["protocol"]))

@@ -203,6 +203,10 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     finished = state["bad_epochs"] >= train_args.early_stopping_patience or (
         train_args.max_steps is not None and state.get("steps", 0) >= train_args.max_steps
     )
+    # Without a terminal (CI logs, a redirected run) tqdm's bar is off: a line a minute says the epoch is moving.
+    quiet_progress = None
+    if accelerator.is_local_main_process and not sys.stderr.isatty():
+        quiet_progress = _ProgressLines(_batches_per_epoch(train_loader))
     for epoch in range(state["epoch"], state["epoch"] if finished else train_args.num_train_epochs):
         epoch_start = time.perf_counter()
         trained.train()
@@ -240,6 +244,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             num_batches += 1
             if num_batches == 2:
                 fault_point("train_step", epoch + 1)
+            if quiet_progress is not None:
+                quiet_progress(epoch, num_batches)
             if accelerator.sync_gradients:
                 state["steps"] = state.get("steps", 0) + 1
                 if train_args.max_steps is not None and state["steps"] >= train_args.max_steps:
@@ -408,9 +414,59 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
                 f"{lora['adapter_size_bytes']:,} bytes, {num_trainable:,} trainable parameters) over "
                 f"{train_args.init_from}; merged into a plain model in {output_dir / 'merged'}."
             )
+        print(_closing_summary(eval_results, data, output_dir))
         print(f"Push-ready folder: {output_dir} (model, vocabulary, eval_results.json, README.md model card)")
     accelerator.end_training()
     return eval_results
+
+
+class _ProgressLines:
+    """Prints `epoch E: B/N batches, S s` when `every` seconds have passed since the last line (or the epoch's start)."""
+
+    def __init__(self, total: int | None, every: float = 60.0):
+        self.total, self.every, self.epoch, self.last = total, every, None, 0.0
+
+    def __call__(self, epoch: int, batches: int) -> None:
+        now = time.perf_counter()
+        if epoch != self.epoch:
+            self.epoch, self.start, self.last = epoch, now, now
+        if now - self.last >= self.every:
+            self.last = now
+            of = f"/{self.total:,}" if self.total else ""
+            print(f"epoch {epoch + 1}: {batches:,}{of} batches, {now - self.start:.0f} s", flush=True)
+
+
+def _batches_per_epoch(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # a stream without a length
+        return None
+
+
+def _closing_summary(eval_results: dict, data, output_dir: Path) -> str:
+    """What a run kept and where things are: the epoch, whether the weights are their moving average, data, checkpoints."""
+    training = eval_results["training"]
+    metric = training["metric_for_best_model"]
+    value = training.get(f"best_validation_{metric}")
+    lines = [
+        f"Kept: the weights of epoch {training['best_epoch']} of {training['epochs_run']} run"
+        + (f" (best validation {metric} {value:.4f})" if isinstance(value, float) else "")
+        + (
+            f", as their moving average (--ema_decay {training['ema_decay']}): the average is what was validated, "
+            "tested and saved"
+            if training.get("ema_decay")
+            else ""
+        )
+        + "."
+    ]
+    source = getattr(getattr(data, "report", None), "source", None) or getattr(data, "path", None)
+    if source:
+        lines.append(f"Data read from: {source}")
+    lines.append(
+        f"Checkpoints: {output_dir / 'checkpoints'} (--resume_from_checkpoint latest continues the run; best/ holds "
+        "the kept weights)"
+    )
+    return "\n".join(lines)
 
 
 def _tracker(report_to: str) -> str | None:
@@ -498,6 +554,7 @@ def _model_summary(model, num_trainable: int) -> dict:
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": num_trainable,
         **{k: getattr(config, k) for k in ("num_items", "hidden_size", "num_hidden_layers", "num_attention_heads")},
+        **{k: getattr(config, k) for k in ("long_term_interest", "short_term_interest", "short_term_window")},
         "max_position_embeddings": config.max_position_embeddings,
         "use_time_gaps": config.use_time_gaps,
         "loss_type": config.loss_type,

