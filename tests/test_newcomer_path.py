@@ -325,7 +325,7 @@ def test_help_answers_without_importing_torch():
     code = (
         "import sys, contextlib, io\n"
         "from hf_interest_cli import main\n"
-        "for argv in (['--help'], ['recommend', '--help'], ['info', '--help']):\n"
+        "for argv in (['--help'], ['recommend', '--help'], ['info', '--help'], ['evaluate', '-h'], ['push', '--help']):\n"
         "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "        main(argv)\n"
         "print(sorted(m for m in ('torch', 'transformers', 'hf_interest') if m in sys.modules))\n"

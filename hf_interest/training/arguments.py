@@ -6,7 +6,6 @@ options (`--help` prints each field's `help`), checked field by field in `__post
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -14,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
+
+from hf_interest_cli import HelpFormatter
 
 from ..configuration_interest import InterestConfig
 from ..data.paths import did_you_mean, missing_path_message
@@ -564,13 +565,3 @@ def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
             f"(not used: {' '.join(remaining)})."
         )
     return tuple(arguments)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """`--help` with one default per option: the help's own words when it names its default, else `(default: X)`."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
-            return text
-        return super()._get_help_string(action)

