@@ -30,6 +30,13 @@ default. For several processes or GPUs: accelerate launch -m hf_interest.trainin
 """
 
 
+def _model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and the data of the commands that read a dataset (groups, trajectory)."""
+    parser.add_argument("model", help="a model folder or Hub repo id")
+    parser.add_argument("--dataset", required=True, help="movielens-100k, synthetic, or a log path (as for train)")
+    parser.add_argument("--data_dir", help="where MovieLens files are (default: cache, then the recbole wheel)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-interest", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = sub.add_parser(
         "groups", allow_abbrev=False, help="discover user groups by interest and how users move between them"
     )
-    groups.add_argument("model", help="a model folder or Hub repo id")
-    groups.add_argument("--dataset", required=True, help="movielens-100k, synthetic, or a log path (as for train)")
-    groups.add_argument("--data_dir", help="where MovieLens files are (default: cache, then the recbole wheel)")
+    _model_and_data_arguments(groups)
     groups.add_argument("--num_groups", type=int, help="number of groups (default: best silhouette in 2..max)")
     groups.add_argument("--max_groups", type=int, default=10, help="largest k tried by silhouette (default: 10)")
     groups.add_argument("--pooling", choices=("last", "mean"), default="last",
@@ -70,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     traj = sub.add_parser(
         "trajectory", allow_abbrev=False, help="one user's interest trajectory: drift over time and category interests"
     )
-    traj.add_argument("model", help="a model folder or Hub repo id")
-    traj.add_argument("--dataset", required=True, help="movielens-100k, synthetic, or a log path (as for train)")
-    traj.add_argument("--data_dir", help="where MovieLens files are (default: cache, then the recbole wheel)")
+    _model_and_data_arguments(traj)
     traj.add_argument("--user", required=True, help="the user id (all their events are read, test target included)")
     traj.add_argument("--window", type=int, help="events per drift window (default: 20 unless --window_seconds)")
     traj.add_argument("--window_seconds", type=int, help="seconds per drift window, instead of --window")
