@@ -18,9 +18,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryErro
 
 
 def _cached(model: str, filename: str) -> Path | None:
-    from .data.paths import check_model_reference
-
-    check_model_reference(model)
+    """`filename` of a model folder or Hub repo id (`run` has checked that a local-looking name is a folder)."""
     local = Path(model).expanduser()
     if local.is_dir():
         path = local / filename

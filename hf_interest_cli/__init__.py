@@ -115,14 +115,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _command_parser(prog: str | None, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=HelpFormatter, allow_abbrev=False
+    )
+
+
 def evaluate_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The options of `hf-interest evaluate` and `hub_scripts/evaluate.py` (`hf_interest.training.evaluate_main`)."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Evaluate a saved next-item checkpoint on a split, beside the popularity baseline.",
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
-    )
+    parser = _command_parser(prog, "Evaluate a saved next-item checkpoint on a split, beside the popularity baseline.")
     parser.add_argument("checkpoint", help="a run folder, a save_pretrained folder, or a Hub repo id")
     parser.add_argument("--split", default="test", choices=["validation", "test"], help="split to evaluate")
     parser.add_argument(
@@ -141,11 +142,8 @@ def evaluate_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def push_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The options of `hf-interest push` and `hub_scripts/push_to_hub.py` (`hf_interest.hub.push_main`)."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Publish a run folder to the Hugging Face Hub, or write the upload folder with --dry_run DIR.",
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
+    parser = _command_parser(
+        prog, "Publish a run folder to the Hugging Face Hub, or write the upload folder with --dry_run DIR."
     )
     parser.add_argument("run_dir", help="a run folder of `hf-interest train` (or a peft adapter folder)")
     parser.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
