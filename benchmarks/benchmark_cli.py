@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-COMMANDS = [[], ["recommend"], ["info"], ["train"], ["evaluate"], ["push"]]
+COMMANDS = [[], ["recommend"], ["explain"], ["info"], ["train"], ["evaluate"], ["push"]]
 
 
 def main() -> None:

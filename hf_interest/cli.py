@@ -1,4 +1,4 @@
-"""The `hf-interest` commands: train, evaluate, recommend, groups, trajectory, push, info.
+"""The `hf-interest` commands: train, evaluate, recommend, explain, groups, trajectory, push, info.
 
 The entry point and the argument parser are `hf_interest_cli` (outside this package, so that `--help` and a mistyped
 command answer without importing torch); this module runs the commands. `main` is that entry point.
@@ -122,14 +122,7 @@ def _recommend(args) -> list[dict]:
 
     from . import RECOMMENDATION_TASK
 
-    titles = None
-    if args.item_titles:
-        path = Path(args.item_titles)
-        if not path.is_file():
-            raise FileNotFoundError(f"--item_titles {path} does not exist.")
-        titles = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(titles, dict):
-            raise ValueError(f"--item_titles {path} must hold a JSON object {{raw item id: title}}.")
+    titles = _read_titles(args.item_titles)
     if args.timestamps is not None and len(args.timestamps) != len(args.items):
         raise ValueError(
             f"--timestamps has {len(args.timestamps)} values for {len(args.items)} items: give one per item."
@@ -143,6 +136,76 @@ def _recommend(args) -> list[dict]:
     recommender = pipeline(RECOMMENDATION_TASK, model=model, tokenizer=tokenizer, item_titles=titles)
     history = {"items": args.items, "timestamps": args.timestamps} if args.timestamps else args.items
     return recommender(history, top_k=args.top_k, exclude_seen=not args.include_seen)
+
+
+def _read_titles(path_text: str | None) -> dict | None:
+    if not path_text:
+        return None
+    path = Path(path_text)
+    if not path.is_file():
+        raise FileNotFoundError(f"--item_titles {path} does not exist.")
+    titles = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(titles, dict):
+        raise ValueError(f"--item_titles {path} must hold a JSON object {{raw item id: title}}.")
+    return {str(key): str(value) for key, value in titles.items()}
+
+
+def _explain(args) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .explain import counterfactual, explain
+
+    if args.timestamps is not None and len(args.timestamps) != len(args.history):
+        raise ValueError(
+            f"--timestamps has {len(args.timestamps)} values for {len(args.history)} items: give one per item."
+        )
+    if args.top_k < 1:
+        raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
+    titles = _read_titles(args.item_titles) or {}
+    remote = args.trust_remote_code or None
+    model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=remote)
+    explanation = explain(model, tokenizer, args.history, args.timestamps, target=args.target, method=args.method)
+    result = {
+        "target": explanation.target,
+        "target_title": titles.get(explanation.target),
+        "score": explanation.score,
+        "method": explanation.method,
+        "events": [{**event, "title": titles.get(event["item_id"])} for event in explanation.top(args.top_k)],
+        "diagnostics": {k: v for k, v in explanation.diagnostics.items() if not k.endswith("_weights")},
+    }
+    if not args.no_counterfactual:
+        found = counterfactual(model, tokenizer, args.history, args.timestamps)
+        result["counterfactual"] = dict(found)
+    if args.output:
+        from .explain import plot_explanation
+
+        plot_explanation(explanation, args.output, titles=titles)
+        result["plot"] = args.output
+    return result
+
+
+def _print_explanation(result: dict) -> None:
+    title = f" ({result['target_title']})" if result.get("target_title") else ""
+    print(f"explained: item {result['target']}{title}, score {result['score']:.4f} (next-item logit), "
+          f"method {result['method']}")  # fmt: skip
+    for key, value in result["diagnostics"].items():
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+    print(f"{'rank':>4} {'event':>5}  {'time (UTC)':<16}  {'item_id':<12} {'attribution':>11}  title")
+    for rank, event in enumerate(result["events"], start=1):
+        print(f"{rank:>4} {event['position'] + 1:>5}  {_utc(event['timestamp']):<16}  {event['item_id']:<12} "
+              f"{event['attribution']:>11.4f}  {event.get('title') or ''}")  # fmt: skip
+    found = result.get("counterfactual")
+    if found is not None:
+        if found["found"]:
+            removed = ", ".join(f"{event['item_id']} (event {event['position'] + 1})" for event in found["removed"])
+            check = "verified by re-running recommend" if found["verified"] else "NOT confirmed by recommend"
+            print(f"counterfactual: without {found['size']} event(s) [{removed}] the top-1 is {found['new']} "
+                  f"instead of {found['original']} ({check})")  # fmt: skip
+        else:
+            print(f"counterfactual: no set of the user's events changes the top-1 ({found['original']})")
+    if result.get("plot"):
+        print(f"Saved the plot to {result['plot']}")
 
 
 def _groups(args) -> None:
@@ -337,6 +400,12 @@ def run(args) -> int:
                     print(
                         f"{entry['rank']:>4}  {entry['item_id']:<20} {entry['score']:>10.4f}  {entry.get('title', '')}"
                     )
+        elif args.command == "explain":
+            result = _explain(args)
+            if args.json:
+                print(json.dumps(result, indent=2, ensure_ascii=False))
+            else:
+                _print_explanation(result)
         elif args.command == "groups":
             _groups(args)
         elif args.command == "trajectory":

@@ -1800,6 +1800,7 @@ class InterestForClickPrediction(InterestPreTrainedModel):
         click_labels: torch.FloatTensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> ClickPredictionOutput | tuple:
         """
@@ -1810,6 +1811,10 @@ class InterestForClickPrediction(InterestPreTrainedModel):
             click_labels (`torch.FloatTensor`, shape of `candidate_ids`, *optional*): 1 (click), 0 (no click) or
                 -100 (ignored: padding, empty slots).
             output_attentions (`bool`, *optional*): also return the target attention weights.
+            inputs_embeds (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`, *optional*): the history's
+                item representations, read by the backbone and the target attention alike, instead of
+                `item_representations(input_ids)` (e.g. to attribute the click score to the events); `input_ids`
+                still gives the shape and the candidates' vocabulary.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -1826,8 +1831,15 @@ class InterestForClickPrediction(InterestPreTrainedModel):
                 f"(batch_size, C), got {tuple(candidate_ids.shape)}."
             )
         _check_item_indices(candidate_ids, self.config.num_items)
+        _check_item_indices(input_ids, self.config.num_items)
+        if inputs_embeds is not None and tuple(inputs_embeds.shape[:2]) != tuple(input_ids.shape):
+            raise ValueError(
+                f"inputs_embeds must be (batch_size, seq_len, hidden_size) with the shape of input_ids "
+                f"{tuple(input_ids.shape)} first, got {tuple(inputs_embeds.shape)}."
+            )
+        history = inputs_embeds if inputs_embeds is not None else self.model.item_representations(input_ids)
         outputs = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps, return_dict=True
+            attention_mask=attention_mask, timestamps=timestamps, inputs_embeds=history, return_dict=True
         )
         states = outputs.last_hidden_state  # (B, T, H)
         batch_size, seq_len, hidden = states.shape
@@ -1840,7 +1852,6 @@ class InterestForClickPrediction(InterestPreTrainedModel):
             query_steps = torch.arange(seq_len, device=states.device)
         num_candidates = candidate_ids.shape[-1]
         candidates = self.model.item_representations(candidate_ids)  # (B, T', C, H)
-        history = self.model.item_representations(input_ids)  # (B, T, H)
 
         # Target attention: candidate c at step t attends over history items 0..t (real ones; the item at t itself
         # is always allowed, so a row is never empty).

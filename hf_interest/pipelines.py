@@ -15,8 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+import torch
 from transformers import AutoModelForCausalLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+
+from .explain import METHODS, explain_recommendations
 
 TASK = "next-item-recommendation"
 logger = logging.getLogger(__name__)
@@ -54,6 +57,11 @@ class NextItemRecommendationPipeline(Pipeline):
 
     Call arguments:
         top_k (`int`, default 10), exclude_seen (`bool`, default True), exclude_items (raw ids never recommended).
+        explain (`bool`, default False): add to each recommendation `"because"`, its top past events (`item_id`,
+            `timestamp`, `position`, `attribution`), highest attribution first (see `hf_interest.explain`); with it,
+            an item the vocabulary does not know is an error rather than [UNK].
+        explain_method (`str`, default `"leave_one_out"`): one of `hf_interest.explain.METHODS`.
+        explain_top_k (`int`, default 3): how many past events per recommendation.
     """
 
     _load_tokenizer = True
@@ -74,10 +82,29 @@ class NextItemRecommendationPipeline(Pipeline):
         self.model.check_vocabulary(self.tokenizer)
         self.item_titles = _titles_from(item_titles)
 
-    def _sanitize_parameters(self, top_k=None, exclude_seen=None, exclude_items=None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        top_k=None,
+        exclude_seen=None,
+        exclude_items=None,
+        explain=None,
+        explain_method=None,
+        explain_top_k=None,
+        **kwargs,
+    ):
         if kwargs:
             raise TypeError(f"Unknown arguments for the {TASK} pipeline: {sorted(kwargs)}.")
         forward = {}
+        if explain is not None:
+            forward["explain"] = bool(explain)
+        if explain_method is not None:
+            if explain_method not in METHODS:
+                raise ValueError(f"explain_method must be one of {', '.join(METHODS)}, got {explain_method!r}.")
+            forward["explain_method"] = explain_method
+        if explain_top_k is not None:
+            if isinstance(explain_top_k, bool) or not isinstance(explain_top_k, int) or explain_top_k < 1:
+                raise ValueError(f"explain_top_k must be a positive integer, got {explain_top_k!r}.")
+            forward["explain_top_k"] = explain_top_k
         if top_k is not None:
             if not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
@@ -120,18 +147,44 @@ class NextItemRecommendationPipeline(Pipeline):
             logger.warning(
                 "%d of %d history items are not in the vocabulary and were read as [UNK].", unknown, len(items)
             )
-        return dict(encoded)
+        model_inputs = dict(encoded)
+        model_inputs["history"] = {"items": items, "timestamps": list(timestamps) if timestamps is not None else None}
+        return model_inputs
 
-    def _forward(self, model_inputs, top_k=10, exclude_seen=True, exclude_items=None):
+    def _forward(
+        self,
+        model_inputs,
+        top_k=10,
+        exclude_seen=True,
+        exclude_items=None,
+        explain=False,
+        explain_method="leave_one_out",
+        explain_top_k=3,
+    ):
+        history = model_inputs.pop("history")
         excluded = None
         if exclude_items:
             excluded = self.tokenizer.encode_items([str(item) for item in exclude_items])
         output = self.model.recommend(**model_inputs, top_k=top_k, exclude_seen=exclude_seen, exclude_items=excluded)
-        return {"item_ids": output.item_ids, "scores": output.scores}
+        result = {"item_ids": output.item_ids, "scores": output.scores}
+        if explain:
+            recommended = [index for index in output.item_ids[0].tolist() if index >= 0]
+            with torch.enable_grad():  # integrated gradients differentiates; the pipeline runs without gradients
+                result["because"] = explain_recommendations(
+                    self.model,
+                    self.tokenizer,
+                    history["items"],
+                    history["timestamps"],
+                    items=self.tokenizer.decode_items(recommended),
+                    method=explain_method,
+                    top_k=explain_top_k,
+                )
+        return result
 
     def postprocess(self, model_outputs):
         indices = model_outputs["item_ids"][0].tolist()
         scores = model_outputs["scores"][0].tolist()
+        because = model_outputs.get("because")
         results = []
         for index, score in zip(indices, scores):
             if index < 0:  # nothing eligible left for this slot
@@ -140,6 +193,13 @@ class NextItemRecommendationPipeline(Pipeline):
             entry = {"item_id": item_id, "score": float(score), "rank": len(results) + 1}
             if item_id in self.item_titles:
                 entry["title"] = self.item_titles[item_id]
+            if because is not None:
+                entry["because"] = [
+                    {**event, "title": self.item_titles[event["item_id"]]}
+                    if event["item_id"] in self.item_titles
+                    else dict(event)
+                    for event in because[len(results)]
+                ]
             results.append(entry)
         return results
 

@@ -19,6 +19,7 @@ examples:
   hf-interest train --dataset path/to/log.parquet --output_dir runs/mine
   hf-interest evaluate runs/ml100k --split test
   hf-interest recommend runs/ml100k 50 181 100 --timestamps 881250949 881251300 881252700 --top_k 5
+  hf-interest explain runs/ml100k --history 50 181 100 --timestamps 881250949 881251300 881252700
   hf-interest groups runs/ml100k --dataset movielens-100k
   hf-interest trajectory runs/ml100k --dataset movielens-100k --user 196 --output traj.png
   hf-interest info runs/ml100k
@@ -58,6 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--item_titles", help="a JSON file {raw item id: title} to show titles")
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
+    expl = sub.add_parser(
+        "explain", allow_abbrev=False, help="which past events drove a recommendation, checked against the model"
+    )
+    expl.add_argument("model", help="a model folder or Hub repo id (a next-item model)")
+    expl.add_argument("--history", nargs="+", required=True, help="raw item ids, oldest first")
+    expl.add_argument("--timestamps", nargs="+", type=int,
+                      help="event times in integer seconds, one per item (a model that reads time gaps needs them)")  # fmt: skip
+    expl.add_argument("--target", help="the item to explain (default: the top-1 recommendation, seen items excluded)")
+    expl.add_argument("--method", default="leave_one_out",
+                      choices=("integrated_gradients", "leave_one_out", "interest_weights", "attention", "recency",
+                               "random"),
+                      help="attribution method (default: leave_one_out, exact)")  # fmt: skip
+    expl.add_argument("--top_k", type=int, default=10, help="events shown, highest attribution first (default: 10)")
+    expl.add_argument("--no_counterfactual", action="store_true",
+                      help="skip the smallest set of events whose removal changes the top-1 (default: computed)")  # fmt: skip
+    expl.add_argument("--item_titles", help="a JSON file {raw item id: title} to show titles")
+    expl.add_argument("--output", help="save a PNG: the events on a time axis coloured by attribution (matplotlib)")
+    expl.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    expl.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
 
     groups = sub.add_parser(
         "groups", allow_abbrev=False, help="discover user groups by interest and how users move between them"

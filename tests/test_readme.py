@@ -33,3 +33,18 @@ def test_readme_lora_example_runs():
     exec(compile(lora, str(README), "exec"), namespace)
     trainable = [n for n, p in namespace["peft_model"].named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_readme_explanation_example_runs():
+    blocks = _python_blocks()
+    usage = next(block for block in blocks if "recommend(" in block)
+    explaining = next(block for block in blocks if "counterfactual(" in block)
+    namespace: dict = {}
+    exec(compile(usage.split("model.save_pretrained")[0], str(README), "exec"), namespace)
+    exec(compile(explaining, str(README), "exec"), namespace)
+    why, flip = namespace["why"], namespace["flip"]
+    assert [event["item_id"] for event in why.events] == namespace["history"]
+    assert len(why.top(2)) == 2 and why.target not in namespace["history"]
+    assert namespace["gradients"].diagnostics["relative_completeness_gap"] <= 1e-2
+    assert not flip.found or flip.verified
+    assert 0 <= namespace["checked"]["deletion_auc"] <= 1

@@ -7,12 +7,15 @@
 - `RANKING_METRIC_PATH`: the same metric as an `evaluate` module, `evaluate.load(RANKING_METRIC_PATH)`.
 - `click_metrics` / `roc_auc` / `log_loss` / `group_auc`: click-prediction metrics in torch, and `CLICK_METRIC_PATH`,
   their `evaluate` module.
+- `curve_auc` / `faithfulness_summary`: faithfulness of explanations (deletion / insertion AUC, comprehensiveness,
+  sufficiency), and `FAITHFULNESS_METRIC_PATH`, their `evaluate` module.
 """
 
 from pathlib import Path
 
 from .click import click_metrics, group_auc, log_loss, roc_auc
 from .click_baseline import PopularityClickBaseline
+from .faithfulness import curve_auc, faithfulness_summary
 from .forecast import decayed_category_mix, forecast_metrics, next_k_category_mix, recent_category_mix
 from .popularity import PopularityRecommender
 from .ranking import (
@@ -33,8 +36,12 @@ RANKING_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_ranki
 CLICK_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_click")
 """Directory of the `interest_click` `evaluate` module (AUC, log loss, GAUC); pass it to `evaluate.load`."""
 
+FAITHFULNESS_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_faithfulness")
+"""Directory of the `interest_faithfulness` `evaluate` module (explanations); pass it to `evaluate.load`."""
+
 __all__ = [
     "CLICK_METRIC_PATH",
+    "FAITHFULNESS_METRIC_PATH",
     "DEFAULT_KS",
     "RANKING_METRIC_PATH",
     "RANK_DEFINITION",
@@ -42,6 +49,8 @@ __all__ = [
     "PopularityRecommender",
     "RankingAccumulator",
     "click_metrics",
+    "curve_auc",
+    "faithfulness_summary",
     "forecast_metrics",
     "format_protocol",
     "format_results_table",
