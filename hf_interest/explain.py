@@ -237,6 +237,10 @@ class _History:
     def length(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def event(self, position: int) -> dict:
+        time = int(self.timestamps[position]) if self.timestamps is not None else None
+        return {"item_id": self.raw_items[position], "timestamp": time, "position": position}
+
     def events(self, attributions: torch.Tensor) -> list[dict]:
         times = self.timestamps.tolist() if self.timestamps is not None else [None] * self.length
         return [
@@ -310,16 +314,31 @@ def _sub_histories(histories: list[_History], keeps: list[torch.Tensor], pad_id:
     return torch.cat(ids_rows).to(device), torch.cat(mask_rows).long().to(device), timestamps
 
 
+ROWS_TIMES_CANDIDATES = 1 << 24
+"""At most this many rows x candidates of scores at once (64 MiB of float32): a chunk of sub-histories, or of
+integrated-gradients steps, is cut so that a large catalogue never needs a larger score matrix."""
+
+
+def _candidates(scorer) -> int:
+    if scorer.head == "next_item":
+        return scorer.config.num_items
+    return scorer.config.num_categories if scorer.head == "forecast" else 1
+
+
+def _chunk_rows(scorer) -> int:
+    return max(1, min(256, ROWS_TIMES_CANDIDATES // _candidates(scorer)))
+
+
 @torch.no_grad()
-def _row_values(scorer, histories, keeps, targets, what="scores", chunk_size=256) -> torch.Tensor:
-    """`(sum R_u, K)`: the explained scores (or probabilities) of each user's targets on each sub-history row."""
+def _over_rows(scorer, histories, keeps, targets, function) -> torch.Tensor:
+    """`function(vectors, input_ids, attention_mask, timestamps, targets)` on every sub-history row of every user,
+    in chunks; `targets[u]` `(1, K)` are user u's targets. Returns the rows' results, concatenated, on the CPU."""
     input_ids, attention_mask, timestamps = _sub_histories(
         histories, keeps, scorer.config.pad_token_id, _device(scorer.model)
     )
     row_targets = torch.cat([target.expand(keep.shape[0], -1) for keep, target in zip(keeps, targets)])
     row_targets = row_targets.to(input_ids.device)
-    function = scorer.scores if what == "scores" else scorer.probabilities
-    values = []
+    values, chunk_size = [], _chunk_rows(scorer)
     for start in range(0, input_ids.shape[0], chunk_size):
         window = slice(start, start + chunk_size)
         ids, mask = input_ids[window], attention_mask[window]
@@ -328,21 +347,15 @@ def _row_values(scorer, histories, keeps, targets, what="scores", chunk_size=256
     return torch.cat(values)
 
 
-@torch.no_grad()
-def _row_full(scorer, histories, keeps, targets, chunk_size=256) -> torch.Tensor:
-    """`(sum R_u, C)`: the scores of every candidate on each sub-history row (the click head: the targets)."""
-    input_ids, attention_mask, timestamps = _sub_histories(
-        histories, keeps, scorer.config.pad_token_id, _device(scorer.model)
-    )
-    row_targets = torch.cat([target.expand(keep.shape[0], -1) for keep, target in zip(keeps, targets)])
-    row_targets = row_targets.to(input_ids.device)
-    values = []
-    for start in range(0, input_ids.shape[0], chunk_size):
-        window = slice(start, start + chunk_size)
-        ids, mask = input_ids[window], attention_mask[window]
-        times = timestamps[window] if timestamps is not None else None
-        values.append(scorer.full(scorer.vectors(ids), ids, mask, times, row_targets[window]).float().cpu())
-    return torch.cat(values)
+def _row_values(scorer, histories, keeps, targets, what="scores") -> torch.Tensor:
+    """`(rows, K)`: the explained scores (or probabilities) of each user's targets on each sub-history row."""
+    function = scorer.scores if what == "scores" else scorer.probabilities
+    return _over_rows(scorer, histories, keeps, targets, function)
+
+
+def _row_full(scorer, histories, keeps, targets) -> torch.Tensor:
+    """`(rows, C)`: the scores of every candidate on each sub-history row (the click head: of the targets)."""
+    return _over_rows(scorer, histories, keeps, targets, scorer.full)
 
 
 def _device(model) -> torch.device:
@@ -379,7 +392,8 @@ def _resolve_target(scorer, tokenizer, history: _History, target) -> tuple[int, 
             return names.index(str(target)), str(target)
         if isinstance(target, int) and 0 <= target < len(names):
             return target, names[target]
-        raise ValueError(f"Unknown forecast category {target!r}: use one of {names[:10]}{' ...' * (len(names) > 10)}.")
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        raise ValueError(f"Unknown forecast category {target!r}: use one of {shown} (or its index).")
     if target is None:
         if scorer.head == "click":
             raise ValueError("A click model explains the click score of a candidate: pass target=<raw item id>.")
@@ -437,6 +451,8 @@ def _integrated_gradients(scorer, histories, targets, n_steps: int, internal_bat
         full_scores = forward(vectors, input_ids, attention_mask, timestamps, target_ids)
         base_scores = forward(baseline, input_ids, attention_mask, timestamps, target_ids)
     args = (input_ids, attention_mask, timestamps, target_ids)
+    if internal_batch_size is None:  # all steps of all users at once, unless the score matrix would be large
+        internal_batch_size = max(1, min(n_steps * len(histories), ROWS_TIMES_CANDIDATES // _candidates(scorer)))
     attributions, delta = IntegratedGradients(forward).attribute(
         vectors,
         baselines=baseline,
@@ -653,7 +669,8 @@ def explain(
         method: one of `METHODS` (default `"leave_one_out"`: exact, no dependency).
         top_k: keep only the `top_k` highest attributed events in `events` (default: all).
         n_steps: integration steps of integrated gradients (Gauss-Legendre).
-        internal_batch_size: rows per integrated-gradients pass (default: all steps at once).
+        internal_batch_size: rows per integrated-gradients pass (default: all steps of all histories at once, cut so
+            that no pass scores more than `ROWS_TIMES_CANDIDATES` rows x items).
         seed: seed of the `"random"` baseline.
 
     Returns:
@@ -743,7 +760,8 @@ def counterfactual(model, tokenizer, history, timestamps=None, target=None, max_
     the question is which events made the model pick this item, not which removed item becomes eligible again).
 
     Decisions: next item: the top-1 recommendation; forecast: the most likely category; click: whether the click
-    probability of `target` (required) is above 0.5.
+    probability of `target` (required) is above 0.5. A decision changes when another choice scores strictly higher
+    (a tie with the original is not a change: which of two tied items is "the top-1" is arbitrary).
 
     Returns:
         a [`Counterfactual`] (a list of them for a batch); `found=False` when removing up to `max_size` events (default:
@@ -772,22 +790,17 @@ def counterfactual(model, tokenizer, history, timestamps=None, target=None, max_
             best = int(margins.argmin())
             keep[remaining[best]] = False
             removed.append(int(remaining[best]))
-            choice = scorer.decisions(full_rows[best : best + 1], excluded)
-            if int(choice) != int(decision):
-                new = int(choice)
+            if float(margins[best]) < 0:  # strictly behind another choice now; a tie is not a change
+                new = int(scorer.decisions(full_rows[best : best + 1], excluded))
                 break
         result = Counterfactual(
-            removed=[entry.events(torch.zeros(entry.length))[position] for position in removed]
-            if new is not None
-            else [],
+            removed=[entry.event(position) for position in removed] if new is not None else [],
             found=new is not None,
             original=_decision_name(scorer, tokenizer, int(decision)),
             new=_decision_name(scorer, tokenizer, new) if new is not None else None,
             size=len(removed) if new is not None else 0,
             verified=False,
         )
-        for event in result.removed:
-            event.pop("attribution")
         if new is not None:
             result.verified = _verify(scorer, tokenizer, entry, keep, int(decision), candidate, excluded)
         results.append(result)

@@ -1,11 +1,12 @@
 """Explanations (`hf_interest.explain`): every method checked against the model it explains."""
 
+import copy
 import json
 
 import evaluate
 import pytest
 import torch
-from test_interest_heads import NUM_ITEMS, build
+from test_interest_heads import NUM_ITEMS, build, tiny_config
 from transformers import pipeline
 
 from hf_interest import (
@@ -14,6 +15,7 @@ from hf_interest import (
     InterestForNextItemPrediction,
     ItemTokenizer,
 )
+from hf_interest import explain as explain_module
 from hf_interest.cli import main
 from hf_interest.explain import (
     METHODS,
@@ -186,6 +188,33 @@ def test_a_batch_gives_what_each_history_gives_alone(next_item, tokenizer, metho
         torch.testing.assert_close(result.attributions, alone.attributions, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["integrated_gradients", "leave_one_out"])
+def test_small_chunks_give_the_same_attributions(next_item, tokenizer, method, monkeypatch):
+    """A large catalogue cuts the passes into chunks of rows (`ROWS_TIMES_CANDIDATES`): the results do not move."""
+    whole = explain(next_item, tokenizer, [HISTORY, HISTORY[2:]], [TIMES, TIMES[2:]], method=method)
+    monkeypatch.setattr(explain_module, "ROWS_TIMES_CANDIDATES", 3 * NUM_ITEMS)  # three rows per pass
+    chunked = explain(next_item, tokenizer, [HISTORY, HISTORY[2:]], [TIMES, TIMES[2:]], method=method)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a.attributions, b.attributions, rtol=1e-4, atol=1e-5)
+
+
+def test_a_peft_model_is_explained_through_its_adapters(next_item, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from hf_interest import DEFAULT_LORA_TARGET_MODULES
+
+    base = explain(next_item, tokenizer, HISTORY, TIMES, method="leave_one_out")
+    peft_model = get_peft_model(
+        copy.deepcopy(next_item), LoraConfig(r=2, target_modules=DEFAULT_LORA_TARGET_MODULES, init_lora_weights=False)
+    )
+    adapted = explain(peft_model, tokenizer, HISTORY, TIMES, method="leave_one_out", target=base.target)
+    merged = explain(
+        peft_model.merge_and_unload(), tokenizer, HISTORY, TIMES, method="leave_one_out", target=base.target
+    )
+    torch.testing.assert_close(adapted.attributions, merged.attributions, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(adapted.attributions, base.attributions)  # the adapters are not zero: they count
+
+
 def test_explaining_puts_the_model_in_eval_mode_and_is_deterministic(tokenizer):
     model = _scaled(build(InterestForNextItemPrediction, hidden_dropout_prob=0.5)).train()
     first = explain(model, tokenizer, HISTORY, TIMES, method="integrated_gradients")
@@ -246,6 +275,18 @@ def test_counterfactual_for_the_other_heads(head, request, tokenizer):
         assert result.verified and result.new != result.original
     else:
         assert result.size == 0 and result.removed == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_tie_is_not_a_change_of_the_top1(tokenizer, seed):
+    """A freshly initialised model scores an empty history by its item bias, zero for every item: all items tie. Which
+    one `recommend` returns then is arbitrary, so removing a one-event history must not count as changing the top-1."""
+    torch.manual_seed(seed)
+    model = InterestForNextItemPrediction(tiny_config()).eval()
+    assert model.item_head.bias.abs().max() == 0
+    history = [ITEMS[seed + 5]]
+    result = counterfactual(model, tokenizer, history, TIMES[:1])
+    assert not result.found and result.size == 0 and result.removed == []
 
 
 def test_counterfactual_reports_not_found_within_the_limit(next_item, tokenizer):
