@@ -1,4 +1,4 @@
-"""The `hf-interest` commands: train, evaluate, recommend, explain, groups, trajectory, push, info.
+"""The `hf-interest` commands: train, evaluate, recommend, explain, groups, trajectory, space, push, info.
 
 The entry point and the argument parser are `hf_interest_cli` (outside this package, so that `--help` and a mistyped
 command answer without importing torch); this module runs the commands. `main` is that entry point.
@@ -208,6 +208,36 @@ def _print_explanation(result: dict) -> None:
         print(f"Saved the plot to {result['plot']}")
 
 
+def _space(args) -> None:
+    from . import space
+
+    if args.serve:
+        demo = space.build_demo(args.model, trust_remote_code=args.trust_remote_code or None)
+        demo.launch(server_name="127.0.0.1", server_port=args.port)
+        return
+    if not args.model_repo:
+        raise ValueError("--model_repo ORG/NAME is required to write a Space: the Space loads the model from the Hub.")
+    result = space.publish_space(
+        args.model,
+        args.model_repo,
+        repo_id=args.repo_id,
+        dry_run=args.dry_run,
+        private=args.private,
+        with_items=args.with_items,
+        title=args.title,
+    )
+    where = result["url"] if result.get("url") else result["folder"]
+    print(f"Space for {args.model_repo}: {where} ({len(result['files'])} files)")
+    for name in result["files"]:
+        if not name.startswith("hf_interest/"):
+            print(f"  {name}")
+    print(
+        f"  hf_interest/ ({sum(n.startswith('hf_interest/') for n in result['files'])} files: this package's source)"
+    )
+    if args.repo_id and Path(args.model).is_dir():
+        print(f"{args.model}/space.json records {args.repo_id}: `hf-interest push` renders the card with a link to it")
+
+
 def _groups(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -406,6 +436,8 @@ def run(args) -> int:
                 print(json.dumps(result, indent=2, ensure_ascii=False))
             else:
                 _print_explanation(result)
+        elif args.command == "space":
+            _space(args)
         elif args.command == "groups":
             _groups(args)
         elif args.command == "trajectory":

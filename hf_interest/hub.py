@@ -19,6 +19,9 @@ from huggingface_hub import HfApi, get_token
 from .model_card import HEAD_AUTO_CLASSES, HEAD_CLASSES, head_model_card, load_eval_results, render_model_card
 from .tokenization_interest import SPECIAL_TOKENS
 
+SPACE_LINK_FILE = "space.json"
+"""In a run folder: `{"space_id": ORG/NAME}`, the Space `hf-interest space` published for it; the card links to it."""
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 CODE_FILES = ("configuration_interest.py", "modeling_interest.py", "tokenization_interest.py")
 MODEL_AUTO_MAP = {
@@ -188,8 +191,15 @@ def prepare_upload_folder(
             output_dir / "README.md"
         )
     else:
+        space = run_dir / SPACE_LINK_FILE  # written by `hf-interest space --repo_id`: the card links to the Space
+        space_id = json.loads(space.read_text(encoding="utf-8")).get("space_id") if space.is_file() else None
         card = render_model_card(
-            eval_results, repo_id=repo_id, model_name=model_name, license=license, example_history=example
+            eval_results,
+            repo_id=repo_id,
+            model_name=model_name,
+            license=license,
+            example_history=example,
+            space_id=space_id,
         )
         card.save(output_dir / "README.md")
     files = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())

@@ -74,6 +74,7 @@ def render_model_card(
     license: str = "apache-2.0",
     base_model: str | None = None,
     example_history: list[str] | None = None,
+    space_id: str | None = None,
 ) -> ModelCard:
     """
     Renders the model card of a trained run.
@@ -85,6 +86,7 @@ def render_model_card(
         license (`str`): licence of the weights (the data's licence may restrict use further: say so in the card).
         base_model (`str`, *optional*): the pretrained text encoder, for models with a text tower.
         example_history (list of `str`, *optional*): raw item ids for the usage example.
+        space_id (`str`, *optional*): the Hugging Face Space that demonstrates the model (`hf-interest space`).
 
     Returns:
         `huggingface_hub.ModelCard`.
@@ -165,6 +167,7 @@ def render_model_card(
         protocol_line=protocol_line,
         result_tables=tables,
         example_history=json.dumps(example_history or ["item-1", "item-2"]),
+        space_id=space_id,
     )
 
 

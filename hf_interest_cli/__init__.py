@@ -25,6 +25,8 @@ examples:
   hf-interest info runs/ml100k
   hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
   hf-interest push runs/ml100k --repo_id ORG/NAME --private
+  hf-interest space runs/ml100k --serve
+  hf-interest space runs/ml100k --model_repo ORG/NAME --repo_id ORG/NAME-demo --dry_run space/
 
 `hf-interest train --help`, `hf-interest evaluate --help` and `hf-interest push --help` list every option with its
 default. For several processes or GPUs: accelerate launch -m hf_interest.training ... (same options).
@@ -117,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("push", help="publish a run folder to the Hub, or --dry_run DIR (see `hf-interest push --help`)",
                    add_help=False)  # fmt: skip
+
+    space = sub.add_parser(
+        "space", allow_abbrev=False, help="a Gradio app for a model: serve it here, or write/push a Hugging Face Space"
+    )
+    space.add_argument("model", help="a run folder (its data gives users to pick) or a Hub repo id")
+    space.add_argument("--serve", action="store_true", help="run the app on http://127.0.0.1:PORT (Ctrl-C stops it)")
+    space.add_argument("--port", type=int, default=7860, help="the port for --serve (default: 7860)")
+    space.add_argument("--model_repo", help="the model's Hub repo id the Space loads (required to write a Space)")
+    space.add_argument("--repo_id", help="ORG/NAME of the Space to create or update; the run's card then links to it")
+    space.add_argument("--dry_run", metavar="DIR", help="write the Space folder here instead of pushing it")
+    space.add_argument("--private", action="store_true", help="create the Space as private")
+    space.add_argument("--with_items", action="store_true",
+                       help="put the run's item titles and categories in the Space (check the data's licence)")  # fmt: skip
+    space.add_argument("--title", help="the page and Space title (default: the model repository's name)")
+    space.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
 
     info = sub.add_parser(
         "info", allow_abbrev=False, help="a checkpoint's config, vocabulary size, parameters and metrics"

@@ -14,6 +14,15 @@ if ! command -v java > /dev/null; then
     echo "warning: no java on PATH; install a Java 17+ runtime for the Spark tests" >&2
   fi
 fi
+# The browser tests of the Gradio app (tests/test_space_browser.py) drive Debian's chromium with playwright; playwright
+# never downloads a browser here.
+if ! command -v chromium > /dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium > /dev/null
+  else
+    echo "warning: no chromium on PATH; install it for the browser tests (they fail under CI=1 without it)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
