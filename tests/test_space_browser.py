@@ -122,10 +122,17 @@ def test_removing_the_top_attributed_event_changes_the_ranking(page, backend):
     print(f"\nremoved event {position + 1} of user {user}: new ranking in {seconds:.2f} s; screenshot {SCREENSHOT}")
 
 
-def test_bad_input_is_a_message_in_the_page_not_a_traceback(page):
-    page.locator("#history textarea").fill("nope")
-    page.locator("#times textarea").fill("")
+@pytest.mark.parametrize(
+    ("history", "times", "message"),
+    [
+        ("nope", "", "not in this model's vocabulary: nope"),
+        ("", "", "The history is empty"),
+        ("{item} {item}", "1 garbage", "'garbage' is not"),
+    ],
+)
+def test_bad_input_is_a_message_in_the_page_not_a_traceback(page, backend, history, times, message):
+    page.locator("#history textarea").fill(history.format(item=list(backend.items)[0]))
+    page.locator("#times textarea").fill(times)
     page.locator("#show").click()
-    message = page.get_by_text("not in this model's vocabulary: nope").first
-    message.wait_for(timeout=10_000)
+    page.get_by_text(message).first.wait_for(timeout=10_000)
     assert "Traceback" not in page.content()
