@@ -1,4 +1,4 @@
-"""The `hf-interest` commands: train, evaluate, recommend, explain, groups, trajectory, space, push, info.
+"""The `hf-interest` commands: train, evaluate, recommend, explain, groups, trajectory, space, export, push, info.
 
 The entry point and the argument parser are `hf_interest_cli` (outside this package, so that `--help` and a mistyped
 command answer without importing torch); this module runs the commands. `main` is that entry point.
@@ -238,6 +238,26 @@ def _space(args) -> None:
         print(f"{args.model}/space.json records {args.repo_id}: `hf-interest push` renders the card with a link to it")
 
 
+def _export(args) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .serving import export_onnx, write_handler
+
+    remote = args.trust_remote_code or None
+    model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=remote)
+    result = export_onnx(model, tokenizer, args.output, max_top_k=args.max_top_k)
+    if args.with_handler:
+        write_handler(args.output)
+    print(
+        f"Exported {args.model} to {args.output} (dynamo exporter; batch, sequence and exclusions dynamic). Checked "
+        f"against torch on left-padded batches: max abs difference {result['max_abs_diff']:.2e}, top-10 "
+        f"{'identical' if result['top10_equal'] else 'DIFFERENT'}."
+    )
+    for name in sorted(p.name for p in Path(args.output).iterdir() if p.is_file()):
+        print(f"  {name}")
+
+
 def _groups(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -436,6 +456,8 @@ def run(args) -> int:
                 print(json.dumps(result, indent=2, ensure_ascii=False))
             else:
                 _print_explanation(result)
+        elif args.command == "export":
+            _export(args)
         elif args.command == "space":
             _space(args)
         elif args.command == "groups":

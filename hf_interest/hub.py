@@ -84,6 +84,7 @@ def prepare_upload_folder(
     repo_id: str = "ORG/NAME",
     license: str = "apache-2.0",
     model_name: str | None = None,
+    with_handler: bool = False,
 ) -> UploadFolder:
     """
     Writes the folder that `push_to_hub` uploads.
@@ -98,6 +99,8 @@ def prepare_upload_folder(
         run_dir: a run folder of `hub_scripts/train.py`, or any `save_pretrained` folder with `eval_results.json`.
         output_dir: where to write; must not exist or be empty.
         repo_id: the Hub repository the card is written for.
+        with_handler: also the ONNX export (`model.onnx`, `onnx_config.json`, checked against torch) and the Inference
+            Endpoints handler (`handler.py`, `requirements.txt`), so that the repository deploys as a custom endpoint.
         license: licence of the weights, for the card metadata.
         model_name: the card's title (default: the repository name).
 
@@ -202,8 +205,26 @@ def prepare_upload_folder(
             space_id=space_id,
         )
         card.save(output_dir / "README.md")
+    if with_handler:
+        _add_handler(run_dir, output_dir, kind)
     files = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
     return UploadFolder(path=output_dir, files=files, kind=kind, fixes=fixes)
+
+
+def _add_handler(run_dir: Path, output_dir: Path, kind: str) -> None:
+    """The ONNX export and the endpoint handler, written into the upload folder (a next-item model only)."""
+    from transformers import AutoModelForCausalLM
+
+    from .serving import export_onnx, write_handler
+    from .tokenization_interest import ItemTokenizer
+
+    if kind != "model":
+        raise ValueError("--with_handler needs a full model folder: merge the adapter first (merge_and_unload).")
+    model = AutoModelForCausalLM.from_pretrained(str(run_dir))
+    if not hasattr(model, "recommend"):
+        raise ValueError("--with_handler serves a next-item model; this run holds a click or forecasting head.")
+    export_onnx(model.eval(), ItemTokenizer.from_pretrained(str(run_dir)), output_dir)
+    write_handler(output_dir)
 
 
 def push_to_hub(
@@ -215,6 +236,7 @@ def push_to_hub(
     license: str = "apache-2.0",
     model_name: str | None = None,
     commit_message: str = "Upload hf_interest model",
+    with_handler: bool = False,
 ) -> UploadFolder | str:
     """
     Publishes a run folder to the Hub, or with `dry_run` writes exactly the folder that would be uploaded.
@@ -227,12 +249,15 @@ def push_to_hub(
         dry_run: a folder to write the upload into instead of uploading.
         license, model_name: for the model card.
         commit_message: the Hub commit message.
+        with_handler: also the ONNX export and the Inference Endpoints handler (see `prepare_upload_folder`).
 
     Returns:
         the `UploadFolder` for a dry run, else the URL of the commit.
     """
     if dry_run is not None:
-        return prepare_upload_folder(run_dir, dry_run, repo_id=repo_id, license=license, model_name=model_name)
+        return prepare_upload_folder(
+            run_dir, dry_run, repo_id=repo_id, license=license, model_name=model_name, with_handler=with_handler
+        )
     token = token or get_token()
     if not token:
         raise RuntimeError(
@@ -241,7 +266,9 @@ def push_to_hub(
         )
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf_interest_upload_") as tmp:
-        folder = prepare_upload_folder(run_dir, Path(tmp) / "upload", repo_id, license=license, model_name=model_name)
+        folder = prepare_upload_folder(
+            run_dir, Path(tmp) / "upload", repo_id, license=license, model_name=model_name, with_handler=with_handler
+        )
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         commit = api.upload_folder(
             folder_path=str(folder.path), repo_id=repo_id, repo_type="model", commit_message=commit_message
@@ -262,6 +289,7 @@ def push_main(argv: list[str] | None = None, prog: str | None = None) -> UploadF
         dry_run=args.dry_run,
         license=args.license,
         model_name=args.model_name,
+        with_handler=args.with_handler,
     )
     if args.dry_run:
         print(result.listing())

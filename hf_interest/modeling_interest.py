@@ -858,6 +858,7 @@ class InterestModel(InterestPreTrainedModel):
         return_dict: bool | None = None,
         item_id_keep: torch.Tensor | None = None,
         states_to_keep: int = 0,
+        time_gap_bucket_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> InterestModelOutput | tuple:
         """
@@ -878,6 +879,9 @@ class InterestModel(InterestPreTrainedModel):
                 positions only (0: all). The states there are the same as with all positions; serving and evaluation
                 read the last state only, and the last layer is then little more than its key and value projections.
                 `last_hidden_state` and the last entries of `hidden_states` / `attentions` cover those positions.
+            time_gap_bucket_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
+                The time-gap buckets themselves (`time_gap_buckets`), instead of `timestamps`; 0 is "gap unknown". An
+                exported graph uses it to serve histories with and without times through one input.
 
         Returns:
             [`InterestModelOutput`] or a tuple.
@@ -891,6 +895,15 @@ class InterestModel(InterestPreTrainedModel):
             raise ValueError("InterestModel.forward needs exactly one of `input_ids` or `inputs_embeds`.")
         if not _is_compiling():
             _check_inputs(input_ids, inputs_embeds, attention_mask, timestamps, self.config.num_items)
+            if time_gap_bucket_ids is not None:
+                shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape[:2])
+                if tuple(time_gap_bucket_ids.shape) != shape or not (
+                    int(time_gap_bucket_ids.min()) >= 0
+                    and int(time_gap_bucket_ids.max()) < self.config.num_time_buckets
+                ):
+                    raise ValueError(
+                        f"time_gap_bucket_ids must have shape {shape} and values in [0, {self.config.num_time_buckets})."
+                    )
         if inputs_embeds is None:
             inputs_embeds = self.item_representations(input_ids, item_id_keep)  # (B, T, H)
         batch_size, seq_len, _ = inputs_embeds.shape
@@ -909,7 +922,9 @@ class InterestModel(InterestPreTrainedModel):
             position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
         item_states = inputs_embeds
         hidden_states = inputs_embeds + self.position_embeddings(position_ids)
-        if self.time_gap_embeddings is not None:
+        if self.time_gap_embeddings is not None and time_gap_bucket_ids is not None:
+            hidden_states = hidden_states + self.time_gap_embeddings(time_gap_bucket_ids)
+        elif self.time_gap_embeddings is not None:
             if timestamps is None:
                 if not self.training:
                     logger.warning_once(MISSING_TIMESTAMPS_WARNING)

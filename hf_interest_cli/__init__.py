@@ -25,6 +25,7 @@ examples:
   hf-interest info runs/ml100k
   hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
   hf-interest push runs/ml100k --repo_id ORG/NAME --private
+  hf-interest export onnx runs/ml100k --output serve/ --with_handler
   hf-interest space runs/ml100k --serve
   hf-interest space runs/ml100k --model_repo ORG/NAME --repo_id ORG/NAME-demo --dry_run space/
 
@@ -135,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--title", help="the page and Space title (default: the model repository's name)")
     space.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
 
+    export = sub.add_parser("export", allow_abbrev=False, help="export a model for serving (ONNX)")
+    export.add_argument("format", choices=("onnx",), help="the format: onnx")
+    export.add_argument("model", help="a run folder or Hub repo id (a next-item model)")
+    export.add_argument("--output", required=True, help="the folder to write (model.onnx, onnx_config.json, vocab)")
+    export.add_argument(
+        "--max_top_k", type=int, default=100, help="the largest top_k the graph returns (default: 100)"
+    )
+    export.add_argument("--with_handler", action="store_true",
+                        help="also the Inference Endpoints handler.py and its requirements.txt")  # fmt: skip
+    export.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
+
     info = sub.add_parser(
         "info", allow_abbrev=False, help="a checkpoint's config, vocabulary size, parameters and metrics"
     )
@@ -191,6 +203,11 @@ def push_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--license", default="apache-2.0", help="licence of the weights (default: apache-2.0)")
     parser.add_argument("--model_name", help="title of the model card (default: the repository name)")
+    parser.add_argument(
+        "--with_handler",
+        action="store_true",
+        help="also the ONNX export and an Inference Endpoints handler (handler.py, requirements.txt)",
+    )
     return parser
 
 
