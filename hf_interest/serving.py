@@ -6,7 +6,8 @@
   against torch on a few left-padded batches before it is kept. (`optimum` does not support transformers 5.)
 - `OnnxRecommender` (from `endpoint_handler.py`, standalone): onnxruntime behind raw item ids, every input checked.
 - `chunked_top_k(states, item_vectors, bias, k)`: the top-k items of many users against a catalogue of any size
-  without ever holding the users x items score matrix: one matmul per chunk of items and a running top-k.
+  without ever holding the users x items score matrix: one matmul per chunk of items and a running top-k;
+  `recommend_chunked(model, ...)` is `model.recommend` on top of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from .endpoint_handler import ONNX_CONFIG_FILE, ONNX_FILE, EndpointHandler, OnnxRecommender, RequestError
-from .modeling_interest import time_gap_buckets
+from .modeling_interest import RecommendationOutput, time_gap_buckets
 
 DEFAULT_MAX_TOP_K = 100
 
@@ -190,6 +191,7 @@ def chunked_top_k(
     k: int = 10,
     chunk_size: int = 2048,
     excluded: torch.Tensor | None = None,
+    excluded_per_user: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The top-k items of each user, `scores = states @ item_vectors.T + bias`, one chunk of items at a time with a
@@ -206,6 +208,8 @@ def chunked_top_k(
         k: how many items per user.
         chunk_size: items scored per matmul (the default keeps a chunk of scores of 1,024 users in the CPU's cache).
         excluded: `(N,)` bool, items never returned (e.g. special tokens), optional.
+        excluded_per_user: `(U, S)` item indices never returned to that user (e.g. the items they have seen; pad
+            with any index of `excluded`), optional.
 
     Returns:
         `(scores, indices)`, each `(U, k)`, best first. Of items with equal scores at the k-th place, which are kept is
@@ -218,12 +222,22 @@ def chunked_top_k(
         raise ValueError(f"k must be between 1 and the number of items ({items}), got {k}.")
     best_scores = torch.full((users, k), float("-inf"), dtype=states.dtype, device=states.device)
     best_items = torch.full((users, k), -1, dtype=torch.long, device=states.device)
+    if excluded is not None:  # a few indices, sorted: each chunk sets its own slice of them (no dense mask pass)
+        excluded_items = excluded.nonzero(as_tuple=True)[0]
+    if excluded_per_user is not None:  # (user, item) pairs sorted by item: each chunk takes a slice
+        pair_items, order = torch.sort(excluded_per_user.flatten())
+        pair_users = torch.arange(users, device=states.device).repeat_interleave(excluded_per_user.shape[1])[order]
     for start in range(0, items, chunk_size):
         stop = min(start + chunk_size, items)
         vectors = item_vectors[start:stop].T
         scores = torch.addmm(bias[start:stop], states, vectors) if bias is not None else states @ vectors  # (U, C)
+        bounds = torch.tensor([start, stop], device=states.device)
         if excluded is not None:
-            scores.masked_fill_(excluded[start:stop][None, :], float("-inf"))
+            low, high = torch.searchsorted(excluded_items, bounds).tolist()
+            scores[:, excluded_items[low:high] - start] = float("-inf")
+        if excluded_per_user is not None:
+            low, high = torch.searchsorted(pair_items, bounds).tolist()
+            scores[pair_users[low:high], pair_items[low:high] - start] = float("-inf")
         # only users whose best score in this chunk beats their current k-th best need a merge: in a large
         # catalogue, after the first chunks, few do (about k / chunks-seen of them)
         active = (scores.amax(dim=1) > best_scores[:, -1]).nonzero(as_tuple=True)[0]
@@ -233,6 +247,66 @@ def chunked_top_k(
             merged = _dense_merge(best_scores[active], best_items[active], scores[active], start, k)
             best_scores[active], best_items[active] = merged
     return best_scores, best_items
+
+
+@torch.no_grad()
+def recommend_chunked(
+    model,
+    input_ids,
+    attention_mask=None,
+    timestamps=None,
+    top_k: int = 10,
+    exclude_seen: bool = True,
+    exclude_items=None,
+    chunk_size: int = 2048,
+):
+    """
+    `model.recommend` for catalogues too large for a users x items score matrix: the same inputs, checks and result,
+    with the items ranked by `chunked_top_k` (special tokens and `exclude_items` excluded for all, each user's seen
+    items for that user).
+
+    The item vectors are read from the weights (`_output_item_vectors`), as the sampled softmax reads them: a LoRA on
+    `item_head` is not applied here (merge it first, `merge_and_unload`).
+
+    Returns:
+        `RecommendationOutput` (`item_ids`, `scores` `(batch_size, top_k)`; -1 / -inf in empty slots).
+    """
+    config = model.config
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+    input_ids, attention_mask, timestamps = model._check_recommend_inputs(input_ids, attention_mask, timestamps)
+    was_training = model.training
+    model.eval()
+    try:
+        states = model.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            timestamps=timestamps,
+            return_dict=True,
+            states_to_keep=1,
+        ).last_hidden_state[:, -1]
+    finally:
+        model.train(was_training)
+    device = states.device
+    if config.item_representation == "id":  # the tied table itself: no copy of a large catalogue
+        vectors = model.item_head.weight.to(states.dtype)
+    else:
+        vectors = model._output_item_vectors(torch.arange(config.num_items, device=device)).to(states.dtype)
+    bias = model.item_head.bias.to(states.dtype)
+    excluded = torch.zeros(config.num_items, dtype=torch.bool, device=device)
+    excluded[: config.num_special_tokens] = True
+    if exclude_items is not None:
+        exclude_items = torch.as_tensor(exclude_items, dtype=torch.long, device=device)
+        if exclude_items.numel() and (exclude_items.min() < 0 or exclude_items.max() >= config.num_items):
+            raise ValueError(f"exclude_items must be vocabulary indices in [0, {config.num_items}).")
+        excluded[exclude_items] = True
+    seen = input_ids.masked_fill(~attention_mask.bool(), config.pad_token_id) if exclude_seen else None
+    width = min(top_k, config.num_items - config.num_special_tokens)
+    scores, items = chunked_top_k(
+        states.float(), vectors.float(), bias.float(), k=width, chunk_size=chunk_size, excluded=excluded,
+        excluded_per_user=seen,
+    )  # fmt: skip
+    return RecommendationOutput(item_ids=items.masked_fill(torch.isinf(scores), -1), scores=scores)
 
 
 def _dense_merge(best_scores, best_items, scores, start: int, k: int):
@@ -252,5 +326,6 @@ __all__ = [
     "check_onnx",
     "chunked_top_k",
     "export_onnx",
+    "recommend_chunked",
     "write_handler",
 ]

@@ -14,7 +14,7 @@ from transformers import pipeline
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.cli import main
 from hf_interest.modeling_interest import time_gap_buckets
-from hf_interest.serving import OnnxRecommender, RequestError, chunked_top_k, export_onnx
+from hf_interest.serving import OnnxRecommender, RequestError, chunked_top_k, export_onnx, recommend_chunked
 
 ITEMS = [f"i{index}" for index in range(NUM_ITEMS - 3)]
 MAX_LENGTH = 24  # tiny_config's max_position_embeddings
@@ -256,3 +256,20 @@ def test_chunked_top_k_with_many_equal_scores_returns_the_top_scores():
     torch.testing.assert_close(scores, torch.topk(full, 10, dim=1).values)  # exactly the top-10 scores
     torch.testing.assert_close(full.gather(1, items), scores)  # each returned item has its score
     assert all(len(set(row)) == 10 for row in items.tolist())  # no item twice
+
+
+@pytest.mark.parametrize("kind", ["id", "id+text"])
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_recommend_chunked_is_recommend(kind, exclude_seen):
+    model = _model(kind)
+    input_ids, attention_mask, timestamps = _batch(5, 12, seed=7)
+    for top_k in (1, 5, 17):  # 17: every item, so the empty slots (-1, -inf) match too
+        expected = model.recommend(
+            input_ids, attention_mask, timestamps, top_k=top_k, exclude_seen=exclude_seen, exclude_items=[4, 9]
+        )
+        chunked = recommend_chunked(
+            model, input_ids, attention_mask, timestamps, top_k=top_k, exclude_seen=exclude_seen, exclude_items=[4, 9],
+            chunk_size=3,
+        )  # fmt: skip
+        assert torch.equal(chunked.item_ids, expected.item_ids)
+        torch.testing.assert_close(chunked.scores, expected.scores)
