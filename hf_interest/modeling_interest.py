@@ -1440,18 +1440,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
         top_k = min(top_k, self.config.num_items - num_special)
 
-        was_training = self.training
-        self.eval()
-        try:
-            states = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                timestamps=timestamps,
-                return_dict=True,
-                states_to_keep=1,
-            ).last_hidden_state[:, -1]  # (B, H): left aligned, so the newest event's state
-        finally:
-            self.train(was_training)
+        states = self._last_states(input_ids, attention_mask, timestamps)
         scores = self._item_logits(states).float()  # (B, N)
         scores[:, :num_special] = float("-inf")
         if exclude_seen:
@@ -1465,6 +1454,21 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         top_scores, top_items = scores.topk(top_k, dim=1)
         top_items = top_items.masked_fill(torch.isinf(top_scores), -1)
         return RecommendationOutput(item_ids=top_items, scores=top_scores)
+
+    def _last_states(self, input_ids, attention_mask, timestamps) -> torch.Tensor:
+        """`(B, H)`: the interest state after the newest event of each left-aligned history, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                timestamps=timestamps,
+                return_dict=True,
+                states_to_keep=1,
+            ).last_hidden_state[:, -1]  # left aligned: the last column is the newest event
+        finally:
+            self.train(was_training)
 
     def _check_recommend_inputs(
         self, input_ids, attention_mask, timestamps

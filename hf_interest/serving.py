@@ -275,18 +275,7 @@ def recommend_chunked(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
     input_ids, attention_mask, timestamps = model._check_recommend_inputs(input_ids, attention_mask, timestamps)
-    was_training = model.training
-    model.eval()
-    try:
-        states = model.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            timestamps=timestamps,
-            return_dict=True,
-            states_to_keep=1,
-        ).last_hidden_state[:, -1]
-    finally:
-        model.train(was_training)
+    states = model._last_states(input_ids, attention_mask, timestamps)
     device = states.device
     if config.item_representation == "id":  # the tied table itself: no copy of a large catalogue
         vectors = model.item_head.weight.to(states.dtype)
