@@ -116,6 +116,9 @@ def test_removing_the_top_attributed_event_changes_the_ranking(page, backend):
     page.locator("#remove").click()
     seconds = _wait_for_items(page, after)
     assert page.locator("#history textarea").input_value().split() == items[:position] + items[position + 1 :]
+    # every view recomputed (no view still "processing"), the plot drawn again: then the screenshot
+    page.wait_for_function("!document.body.innerText.includes('processing')", timeout=10_000)
+    page.locator("#trajectory img").first.wait_for(state="visible", timeout=10_000)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 10_000

@@ -93,6 +93,15 @@ class DataArguments:
         },
     )
 
+    exclude_users_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A text file of raw user ids, one per line, kept out of training entirely: their rows leave every "
+            "split (counted in the data report). The users a membership audit holds out (benchmarks/"
+            "benchmark_privacy.py), or users to forget by retraining."
+        },
+    )
+
     def __post_init__(self):
         _check_finite(self)
         if "://" not in self.dataset:  # a name or an existing path; else the close names, before any data is read
@@ -100,8 +109,10 @@ class DataArguments:
                 check_dataset(self.dataset)
             except FileNotFoundError as error:
                 raise FileNotFoundError(f"--dataset {error}") from None
-        if self.exclude_items_file is not None and not Path(self.exclude_items_file).expanduser().is_file():
-            raise FileNotFoundError(f"--exclude_items_file {missing_path_message(self.exclude_items_file)}")
+        for name in ("exclude_items_file", "exclude_users_file"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).expanduser().is_file():
+                raise FileNotFoundError(f"--{name} {missing_path_message(value)}")
         _check_positive(self, "max_length", "synthetic_num_users", "synthetic_num_items", "click_negatives")
         if self.k_core < 0:
             raise ValueError(f"--k_core must be 0 (off) or a positive count of events, got {self.k_core}.")
@@ -438,6 +449,7 @@ def check_arguments(data_args: DataArguments, train_args: TrainArguments) -> Non
             "--lora_r": train_args.lora_r,
             "--text_encoder_lora_r": train_args.text_encoder_lora_r,
             "--exclude_items_file": data_args.exclude_items_file,
+            "--exclude_users_file": data_args.exclude_users_file,
         }
         if given := [name for name, value in unsupported.items() if value]:
             raise ValueError(

@@ -43,7 +43,52 @@ def load_data(data_args: DataArguments, task: str = "next-item"):
             raise FileNotFoundError(f"--exclude_items_file {path}: no such file (one raw item id per line).")
         ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         data, _ = exclude_items(data, ids)
+    if data_args.exclude_users_file:
+        path = Path(data_args.exclude_users_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--exclude_users_file {path}: no such file (one raw user id per line).")
+        ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        data, _ = exclude_users(data, ids)
     return data
+
+
+def exclude_users(data, user_ids) -> tuple[object, dict]:
+    """
+    Keeps users out of training entirely: their rows leave every split (training, validation and test), so nothing of
+    theirs is trained on, selected on or reported. The items table (hence the vocabulary) is unchanged. The counts are
+    added to `data.report`.
+
+    Args:
+        data (`BehaviorData`): the loaded data.
+        user_ids (iterable): raw ids of the users to exclude; all must be users of the data.
+
+    Returns:
+        `(BehaviorData, counts)`: the data without the users, and `{"users": n, "rows_removed": {split: n}}`.
+    """
+    excluded = {str(user) for user in user_ids}
+    known = set()
+    for dataset in data.sequences.values():
+        known.update(str(user) for user in dataset["user_id"])
+    unknown = sorted(excluded - known)
+    if unknown:
+        raise ValueError(
+            f"exclude_users: {len(unknown)} ids are not users of the data (e.g. {unknown[:5]}); check the list."
+        )
+    counts = {"users": len(excluded), "rows_removed": {}}
+    sequences = {}
+    for split, dataset in data.sequences.items():
+        sequences[split] = dataset.filter(
+            lambda users: [str(user) not in excluded for user in users],
+            input_columns="user_id",
+            batched=True,
+            desc=f"excluding users ({split})",
+        )
+        counts["rows_removed"][split] = len(dataset) - len(sequences[split])
+    data.report.notes.append(
+        f"excluded {counts['users']:,} users (--exclude_users_file): rows removed "
+        + ", ".join(f"{split} {n:,}" for split, n in counts["rows_removed"].items())
+    )
+    return replace(data, sequences=type(data.sequences)(sequences)), counts
 
 
 def exclude_items(data, item_ids) -> tuple[object, dict]:

@@ -147,8 +147,10 @@ class StreamingNextItemTask(NextItemTask):
     streaming = True
 
     def __init__(self, data: StreamingSequences, data_args, model_args, train_args, log):
-        if train_args.targets_from is not None or data_args.exclude_items_file:
-            raise ValueError("--targets_from and --exclude_items_file do not apply to sequence shards yet.")
+        if train_args.targets_from is not None or data_args.exclude_items_file or data_args.exclude_users_file:
+            raise ValueError(
+                "--targets_from, --exclude_items_file and --exclude_users_file do not apply to sequence shards yet."
+            )
         if model_args.item_representation != "id":
             raise ValueError(
                 f"--item_representation {model_args.item_representation} needs item texts, which sequence shards do "
