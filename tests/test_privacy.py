@@ -1,10 +1,16 @@
 """Privacy (#24, first step): users kept out of training, and the membership-inference audit."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from test_interest_heads import NUM_ITEMS, build
+from tiny import tiny_train_args
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import SyntheticConfig, generate_synthetic_interests
@@ -27,6 +33,21 @@ def test_excluded_users_leave_every_split():
     assert kept.items.num_rows == data.items.num_rows  # the vocabulary is unchanged
     with pytest.raises(ValueError, match="not users of the data"):
         exclude_users(data, ["no-such-user"])
+
+
+def test_training_without_some_users(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("3\n17\n")
+    folder = tmp_path / "run"
+    run = subprocess.run(
+        [sys.executable, "-m", "hf_interest.cli", "train", *tiny_train_args(), "--exclude_users_file", str(users),
+         "--output_dir", str(folder)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "excluded 2 users (--exclude_users_file): rows removed train 2, validation 2, test 2" in run.stdout
+    results = json.loads((folder / "eval_results.json").read_text())
+    assert {block["model"]["num_users"] for block in results["test"].values()} == {38}  # 40 synthetic users - 2
 
 
 def test_exclude_users_file_is_checked(tmp_path):

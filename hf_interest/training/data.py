@@ -38,18 +38,18 @@ def load_data(data_args: DataArguments, task: str = "next-item"):
         split=data_args.split or ("by_user" if task == "forecast" else "leave_one_out"),
     )
     if data_args.exclude_items_file:
-        path = Path(data_args.exclude_items_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--exclude_items_file {path}: no such file (one raw item id per line).")
-        ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        data, _ = exclude_items(data, ids)
+        data, _ = exclude_items(data, _read_ids(data_args.exclude_items_file, "--exclude_items_file", "item"))
     if data_args.exclude_users_file:
-        path = Path(data_args.exclude_users_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--exclude_users_file {path}: no such file (one raw user id per line).")
-        ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        data, _ = exclude_users(data, ids)
+        data, _ = exclude_users(data, _read_ids(data_args.exclude_users_file, "--exclude_users_file", "user"))
     return data
+
+
+def _read_ids(path_text: str, flag: str, kind: str) -> list[str]:
+    """The raw ids of a text file, one per line (blank lines skipped)."""
+    path = Path(path_text)
+    if not path.is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file (one raw {kind} id per line).")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def exclude_users(data, user_ids) -> tuple[object, dict]:
