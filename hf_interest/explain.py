@@ -74,8 +74,12 @@ class Explanation(ModelOutput):
 
     def top(self, k: int = 3) -> list[dict]:
         """The `k` events with the highest attributions, highest first (ties: newest first)."""
-        order = sorted(self.events, key=lambda event: (event["attribution"], event["position"]), reverse=True)
-        return order[:k]
+        return _top_events(self.events, k)
+
+
+def _top_events(events: list[dict], k: int) -> list[dict]:
+    """The `k` events with the highest attributions, highest first (ties: newest first)."""
+    return sorted(events, key=lambda event: (event["attribution"], event["position"]), reverse=True)[:k]
 
 
 @dataclass
@@ -738,7 +742,7 @@ def explain_recommendations(model, tokenizer, history, timestamps=None, items=No
     explained = []
     for column in range(len(indices)):
         events = histories[0].events(values[:, column])
-        explained.append(sorted(events, key=lambda e: (e["attribution"], e["position"]), reverse=True)[:top_k])
+        explained.append(_top_events(events, top_k))
     return explained
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evolution import category_interests, interest_drift, interest_trajectory, interest_vectors
+from .evolution import _pyplot, category_interests, interest_drift, interest_trajectory, interest_vectors
 from .explain import explain_recommendations
 from .groups import UserGroups, describe_groups
 
@@ -63,6 +63,7 @@ class SpaceBackend:
         users: `{user id: (items, timestamps)}`: histories a person can pick (optional).
         groups: `UserGroups` of the run (optional) and `group_profiles`, one `describe_groups` dict per group.
         name: what the page calls the model.
+        data: the run's `BehaviorData`, when it was read (`from_pretrained` on a run folder).
     """
 
     model: object
@@ -72,6 +73,7 @@ class SpaceBackend:
     groups: UserGroups | None = None
     group_profiles: list = field(default_factory=list)
     name: str = "model"
+    data: object = field(default=None, repr=False)
 
     @classmethod
     def from_pretrained(
@@ -122,7 +124,7 @@ class SpaceBackend:
             self.users[str(user)] = ([str(item) for item in history], list(stamps) if stamps is not None else None)
 
     def _describe_groups(self) -> None:
-        data = getattr(self, "data", None)
+        data = self.data
         if data is None:
             return
         rows = data.sequences["test"]
@@ -284,11 +286,7 @@ def _utc(seconds) -> str:
 
 def trajectory_figure(view: dict, top: int = 6):
     """A matplotlib figure of a `SpaceBackend.trajectory` result: category shares (stacked area) and the gate."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     panels = 2 if view["gate"] is not None else 1
     figure, axes = plt.subplots(panels, 1, figsize=(9, 4.6), sharex=True, squeeze=False, height_ratios=[3, 1][:panels])
     steps = view["steps"]
@@ -441,9 +439,7 @@ def timed_views(backend: SpaceBackend, items_text: str, times_text: str = "", re
             output = view()
             seconds.append(time.perf_counter() - began)
             if name == "trajectory":
-                import matplotlib.pyplot as plt
-
-                plt.close(output)
+                _pyplot().close(output)
         result[name] = float(np.median(seconds))
     return result
 
