@@ -85,6 +85,8 @@ def _info(model: str) -> dict:
         result["test"] = results.get("test", {})
         training = results.get("training", {})
         result["training"] = {key: value for key, value in training.items() if key != "history"}
+        if results.get("differential_privacy"):
+            result["differential_privacy"] = results["differential_privacy"]
     return result
 
 
@@ -115,6 +117,15 @@ def _print_info(info: dict) -> None:
             )
     else:
         print("metrics: no eval_results.json beside this checkpoint")
+    if info.get("differential_privacy"):
+        dp = info["differential_privacy"]
+        print(
+            f"differential privacy: user level, epsilon {dp['epsilon']:.2f} at delta {dp['delta']:.3g} ("
+            f"{dp['accountant'].upper()} accountant, {dp['steps']:,} steps, noise multiplier {dp['noise_multiplier']:.3f}, "
+            f"per-user clipping {dp['max_grad_norm']:g})"
+        )
+    elif info.get("test"):
+        print("differential privacy: none (trained without DP-SGD)")
 
 
 def _recommend(args) -> list[dict]:

@@ -160,6 +160,7 @@ def render_model_card(
         dataset_statistics=dataset.get("statistics", {}),
         split_description=dataset.get("split", "leave-one-out by time (last event test, previous validation)"),
         training_description=_training_prose(training),
+        privacy_description=privacy_prose(eval_results.get("differential_privacy")),
         architecture_description=_architecture_prose(settings),
         uses_time_gaps=bool(settings.get("use_time_gaps")),
         example_timestamps=json.dumps([1_700_000_000 + 3_600 * i for i in range(len(example_history or [1, 2]))]),
@@ -168,6 +169,20 @@ def render_model_card(
         result_tables=tables,
         example_history=json.dumps(example_history or ["item-1", "item-2"]),
         space_id=space_id,
+    )
+
+
+def privacy_prose(privacy: Mapping | None) -> str:
+    """The card's sentence on a user-level differentially private run (`""` for a run without DP)."""
+    if not privacy:
+        return ""
+    return (
+        f"**Differential privacy (user level):** trained with DP-SGD at epsilon {privacy['epsilon']:.2f}, delta "
+        f"{privacy['delta']:.3g} ({privacy['accountant'].upper()} accountant): each of the {privacy['users']:,} "
+        f"training users was one training row, users were Poisson-sampled at rate {privacy['sample_rate']:.4f} for "
+        f"{privacy['steps']:,} steps, each user's gradient was clipped to {privacy['max_grad_norm']:g} and Gaussian "
+        f"noise of multiplier {privacy['noise_multiplier']:.3f} added. The weights kept are the last epoch's. Not "
+        f"covered: {'; '.join(privacy.get('not_covered', []))}."
     )
 
 

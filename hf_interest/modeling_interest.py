@@ -284,15 +284,24 @@ class LongShortTermInterest(nn.Module):
         attention matrix). Scores are shifted by their maximum over the row first, as a softmax does.
         """
         key, value = self._heads(self.long_term_key(items)), self._heads(self.long_term_value(items))
-        query = self.long_term_query.to(items.dtype).reshape(self.num_heads, -1)  # (nh, hd)
-        scores = torch.einsum("bthd,hd->bth", key, query) / math.sqrt(query.shape[-1])  # (B, T, nh)
+        return self._long_term_average(key, value, self.long_term_query, real)
+
+    def _long_term_average(
+        self, key: torch.Tensor, value: torch.Tensor, query: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        l_t from the per-head keys and values `(B, T, nh, hd)` and the query: `(H,)`, or one copy per row `(B, H)`
+        (per-row gradients of the query in differentially private training).
+        """
+        query = query.to(key.dtype).reshape(-1, self.num_heads, key.shape[-1]).expand(key.shape[0], -1, -1)
+        scores = torch.einsum("bthd,bhd->bth", key, query) / math.sqrt(query.shape[-1])  # (B, T, nh)
         scores = scores.float().masked_fill(~real[..., None], float("-inf"))
         shift = scores.amax(dim=1, keepdim=True).clamp(min=-1e4)  # finite even for an all-padding row
         weights = torch.exp(scores - shift)  # (B, T, nh), zero at padding
         summed = torch.cumsum(weights[..., None] * value.float(), dim=1)  # (B, T, nh, hd)
         total = torch.cumsum(weights, dim=1)[..., None]
         long_term = torch.where(total > 0, summed / total.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
-        return long_term.to(items.dtype).flatten(2)  # (B, T, H)
+        return long_term.to(key.dtype).flatten(2)  # (B, T, H)
 
     def _short_term(self, causal_states: torch.Tensor, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """
@@ -1220,9 +1229,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         num_items_in_batch: int | torch.Tensor | None,
         input_ids: torch.Tensor | None = None,
         item_id_keep: torch.Tensor | None = None,
+        loss_reduction: str = "positions",
     ) -> torch.Tensor:
         num_special = self.config.num_special_tokens
         labelled = labels >= num_special  # -100 and special tokens are never targets
+        if loss_reduction == "rows":
+            return self._row_mean_loss(hidden_states, labels, labelled, input_ids, item_id_keep)
         hidden = hidden_states[labelled]  # (M, H)
         targets = labels[labelled]  # (M,)
         if targets.numel() == 0:
@@ -1246,6 +1258,45 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         if num_items_in_batch is not None:
             return losses.sum() / num_items_in_batch
         return losses.mean()
+
+    def _row_mean_loss(
+        self,
+        hidden_states: torch.Tensor,
+        labels: torch.Tensor,
+        labelled: torch.Tensor,
+        input_ids: torch.Tensor | None,
+        item_id_keep: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """
+        `loss_reduction="rows"`: each row's mean cross-entropy over its labelled positions, then the mean over rows (a
+        row without a label counts zero). The head scores the whole `(B, T, H)` states, so every parameter's gradient
+        is a sum of per-row terms with the row as the first dimension of every module's input and output: what
+        per-sample gradient methods (DP-SGD's per-user clipping) read. The full softmax only: the sampled softmax
+        shares its negatives across rows.
+        """
+        if self.config.loss_type != "full_softmax":
+            raise ValueError(
+                f"loss_reduction='rows' needs loss_type='full_softmax' (the sampled softmax shares its negatives "
+                f"across the rows of a batch), got {self.config.loss_type!r}."
+            )
+        batch_size, seq_len = labels.shape
+        logits = self._item_logits(hidden_states, item_id_keep).float()  # (B, T, N)
+        excluded = torch.arange(self.config.num_items, device=logits.device) < self.config.num_special_tokens
+        excluded = excluded.expand(batch_size, seq_len, -1)
+        if self.config.loss_exclude_seen and input_ids is not None and input_ids.shape == labels.shape:
+            rows, positions = torch.meshgrid(
+                torch.arange(batch_size, device=labels.device),
+                torch.arange(seq_len, device=labels.device),
+                indexing="ij",
+            )
+            seen = self._seen_before(input_ids, rows.flatten(), positions.flatten()).view(batch_size, seq_len, -1)
+            excluded = seen | excluded
+        targets = labels.clamp(min=0)  # unlabelled positions: any index; their loss is masked out below
+        excluded = excluded.scatter(2, targets[..., None], False)  # the target itself always stays in
+        losses = self.masked_cross_entropy(logits.flatten(0, 1), targets.flatten(), excluded.flatten(0, 1))
+        losses = losses.view(batch_size, seq_len).masked_fill(~labelled, 0.0)
+        per_row = losses.sum(dim=1) / labelled.sum(dim=1).clamp(min=1)
+        return per_row.mean()
 
     def _seen_before(
         self,
@@ -1313,6 +1364,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        loss_reduction: str = "positions",
         **kwargs,
     ) -> NextItemPredictionOutput | tuple:
         """
@@ -1333,10 +1385,17 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             num_items_in_batch (`int`, *optional*):
                 Labelled positions across the accumulated batches (passed by `transformers.Trainer` under
                 gradient accumulation); the loss is then a sum divided by it instead of a mean.
+            loss_reduction (`str`, defaults to `"positions"`):
+                `"positions"`: the mean over every labelled position of the batch. `"rows"`: each row's mean over its
+                labelled positions, then the mean over rows, computed so that each row's part of every gradient stays
+                separable (per-sample gradients, e.g. user-level differentially private training). Full softmax only;
+                with per-sample gradient hooks pass `logits_to_keep=torch.empty(0)` too, so the head runs once.
 
         Returns:
             [`NextItemPredictionOutput`] or a tuple.
         """
+        if loss_reduction not in ("positions", "rows"):
+            raise ValueError(f"loss_reduction must be 'positions' or 'rows', got {loss_reduction!r}.")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         item_id_keep = self._draw_item_id_keep()
         outputs = self.model(
@@ -1365,7 +1424,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             if not _is_compiling():
                 _check_labels(labels, self.config.num_items)
             loss = self._next_item_loss(
-                hidden_states, labels.to(hidden_states.device), num_items_in_batch, input_ids, item_id_keep
+                hidden_states,
+                labels.to(hidden_states.device),
+                num_items_in_batch,
+                input_ids,
+                item_id_keep,
+                loss_reduction,
             )
 
         if isinstance(logits_to_keep, torch.Tensor):  # the positions listed (none: no (B, T, N) product at all)

@@ -1,4 +1,4 @@
-"""Privacy (#24, first step): users kept out of training, and the membership-inference audit."""
+"""Privacy (#24): users kept out of training, the membership-inference audit, and user-level DP-SGD."""
 
 import json
 import os
@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from test_interest_heads import NUM_ITEMS, build
+from test_interest_heads import GATE_COMBINATIONS, GATE_IDS, NUM_ITEMS, build
 from tiny import tiny_train_args
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import SyntheticConfig, generate_synthetic_interests
 from hf_interest.privacy import membership_audit, membership_scores
-from hf_interest.training.arguments import DataArguments, TrainArguments, check_arguments
+from hf_interest.training.arguments import DataArguments, ModelArguments, TrainArguments, check_arguments
 from hf_interest.training.data import exclude_users
 
 ITEMS = [f"i{index}" for index in range(NUM_ITEMS - 3)]
@@ -89,3 +89,131 @@ def test_membership_audit_auc_and_interval():
     assert membership_audit([2.0, 3.0], [0.0, 1.0], n_bootstrap=10)["auc"] == 1.0
     with pytest.raises(ValueError, match="members and non-members"):
         membership_audit([np.nan], [1.0])
+
+
+def _rows_batch(seed: int = 0):
+    """Four left-padded rows of different lengths, one with no label at all, with times."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, NUM_ITEMS, (4, 8), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[0, :3] = mask[1, :6] = 0
+    ids[mask == 0] = 0
+    labels = torch.roll(ids, -1, 1)
+    labels[:, -1] = -100
+    labels[mask == 0] = -100
+    labels[2] = -100  # a row without a target: its loss and gradient are zero
+    labels[3, 2] = labels[3, 1]  # a target already in the history (loss_exclude_seen keeps the target itself in)
+    times = torch.cumsum(torch.randint(0, 5000, (4, 8), generator=generator), 1)
+    return {"input_ids": ids, "attention_mask": mask, "timestamps": times, "labels": labels}
+
+
+def test_row_loss_is_the_mean_of_each_rows_mean():
+    model = build(InterestForNextItemPrediction)
+    batch = _rows_batch()
+    with torch.no_grad():
+        rows = model(**batch, loss_reduction="rows").loss
+        alone = [model(**{k: v[i : i + 1] for k, v in batch.items()}).loss for i in (0, 1, 3)]
+        positions = model(**batch).loss
+    assert rows == pytest.approx(float(sum(alone)) / 4, rel=1e-5)  # row 2 has no target: it counts zero
+    assert not torch.isclose(rows, positions)  # the default weighs rows by their targets
+    with pytest.raises(ValueError, match="loss_reduction"):
+        model(**batch, loss_reduction="users")
+    with pytest.raises(ValueError, match="full_softmax"):
+        build(InterestForNextItemPrediction, loss_type="sampled_softmax")(**batch, loss_reduction="rows")
+
+
+@pytest.mark.parametrize(("long", "short"), GATE_COMBINATIONS, ids=GATE_IDS)
+def test_per_user_gradients_equal_per_row_autograd(long, short):
+    """opacus's per-row gradients (with the long-term query's own rule) against autograd on each row alone, for every
+    parameter, tied item vectors and the seen-item exclusion included."""
+    from opacus.grad_sample import GradSampleModule
+
+    from hf_interest.training.private import register_grad_samplers
+
+    register_grad_samplers()
+    model = build(InterestForNextItemPrediction, long=long, short=short, hidden_dropout_prob=0.0).double().train()
+    assert model.item_head.weight is model.model.item_embeddings.weight  # tied
+    batch = _rows_batch(seed=1)
+    wrapped = GradSampleModule(model, loss_reduction="mean")
+    # as training calls it: no logits besides the loss's (a second, unused call of the head would leave opacus
+    # waiting for its backward pass)
+    wrapped(**batch, loss_reduction="rows", logits_to_keep=torch.empty(0, dtype=torch.long)).loss.backward()
+    per_row = {name: p.grad_sample.clone() for name, p in model.named_parameters()}
+    wrapped.disable_hooks()
+    names = [name for name, _ in model.named_parameters()]
+    checked = 0
+    for row in range(4):
+        loss = model(**{k: v[row : row + 1] for k, v in batch.items()}, loss_reduction="rows").loss
+        grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+        expected = {n: (torch.zeros_like(p) if g is None else g) for (n, p), g in zip(model.named_parameters(), grads)}
+        scale = torch.cat([g.flatten() for g in expected.values()]).norm()
+        for name in names:
+            got, want = per_row[name][row], expected[name]
+            if row == 2:  # no target: nothing to learn from this user
+                assert got.abs().max() == 0, name
+            elif want.norm() > 1e-9 * scale:
+                assert (got - want).norm() <= 1e-5 * want.norm(), name
+                checked += 1
+            else:  # zero in exact arithmetic (e.g. a key bias: softmax ignores a shift common to all keys)
+                assert got.norm() <= 1e-9 * scale, name
+    assert checked >= 3 * (len(names) - 6)
+    if long:
+        assert "model.long_short_term.long_term_query" in names
+
+
+def test_dp_flags_are_checked(tmp_path):
+    run = str(tmp_path / "run")
+    with pytest.raises(ValueError, match="--dp_epsilon must be positive"):
+        TrainArguments(output_dir=run, dp_epsilon=0.0)
+    with pytest.raises(ValueError, match="--dp_epsilon must be positive"):
+        TrainArguments(output_dir=run, dp_epsilon=-1.0)
+    with pytest.raises(ValueError, match="pass one"):
+        TrainArguments(output_dir=run, dp_epsilon=4.0, dp_noise_multiplier=1.0)
+    with pytest.raises(ValueError, match="--dp_noise_multiplier must be positive"):
+        TrainArguments(output_dir=run, dp_noise_multiplier=0.0)
+    with pytest.raises(ValueError, match="--dp_delta must be in"):
+        TrainArguments(output_dir=run, dp_epsilon=4.0, dp_delta=1.0)
+    with pytest.raises(ValueError, match="--dp_max_grad_norm must be positive"):
+        TrainArguments(output_dir=run, dp_epsilon=4.0, dp_max_grad_norm=0.0)
+    with pytest.raises(ValueError, match="pass --dp_epsilon"):
+        TrainArguments(output_dir=run, dp_delta=1e-5)  # a DP setting without DP
+    with pytest.raises(ValueError, match="--dp_accountant"):
+        TrainArguments(output_dir=run, dp_epsilon=4.0, dp_accountant="moments")
+    data = DataArguments(dataset="synthetic")
+    for train, model, flag in [
+        ({"task": "click", "metric_for_best_model": "ndcg@10"}, {}, "--task"),
+        ({"lora_r": 4, "init_from": str(tmp_path)}, {}, "--lora_r"),
+        ({"item_table_updates": "lazy"}, {}, "--item_table_updates lazy"),
+        ({"gradient_accumulation_steps": 2}, {}, "--gradient_accumulation_steps"),
+        ({"resume_from_checkpoint": "latest"}, {}, "--resume_from_checkpoint"),
+        ({}, {"loss_type": "sampled_softmax"}, "--loss_type sampled_softmax"),
+        ({}, {"item_representation": "id+text"}, "--item_representation"),
+    ]:
+        with pytest.raises(ValueError, match="does not combine with") as error:
+            check_arguments(data, TrainArguments(output_dir=run, dp_epsilon=4.0, **train), ModelArguments(**model))
+        assert flag in str(error.value)
+    check_arguments(data, TrainArguments(output_dir=run, dp_epsilon=4.0), ModelArguments())  # the plain case passes
+
+
+def test_private_training_end_to_end(tmp_path):
+    folder = tmp_path / "run"
+    run = subprocess.run(
+        [sys.executable, "-m", "hf_interest.cli", "train", *tiny_train_args(80, 16, 3), "--dp_epsilon", "4",
+         "--output_dir", str(folder)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "DP-SGD (user level): 80 users, one row each, Poisson-sampled at rate 0.2000" in run.stdout
+    results = json.loads((folder / "eval_results.json").read_text())
+    privacy = results["differential_privacy"]
+    assert privacy["unit"] == "user" and privacy["rows_per_user"] == 1 and privacy["users"] == 80
+    assert 3.0 < privacy["epsilon"] <= 4.0 + 1e-6  # the noise was set to spend the budget, not more
+    assert privacy["delta"] == pytest.approx(1 / 80) and privacy["steps"] == 3 * 5
+    assert results["training"]["best_epoch"] == results["training"]["epochs_run"] == 3  # the last epoch is kept
+    assert results["training"]["one_row_per_user"]["users_without_target"] == 0
+    card = (folder / "README.md").read_text()
+    assert "differential privacy" in card.lower() and f"{privacy['epsilon']:.2f}" in card
+    info = subprocess.run(
+        [sys.executable, "-m", "hf_interest.cli", "info", str(folder)], capture_output=True, text=True, timeout=300
+    )
+    assert info.returncode == 0 and f"epsilon {privacy['epsilon']:.2f}" in info.stdout

@@ -19,6 +19,7 @@ from hf_interest_cli import HelpFormatter
 from ..configuration_interest import InterestConfig
 from ..data.paths import did_you_mean, missing_path_message
 from ..data.registry import check_dataset
+from ..data.sequence_shards import is_sequence_shards
 from ..data.splits import to_seconds
 from ..metrics import DEFAULT_KS
 from ..modeling_interest import DEFAULT_LORA_TARGET_MODULES
@@ -348,6 +349,34 @@ class TrainArguments:
             "cached embeddings): bounds the encoder's cost per step. Default: all the batch's items."
         },
     )
+    dp_epsilon: float | None = field(
+        default=None,
+        metadata={
+            "help": "User-level differential privacy (DP-SGD, opacus): the epsilon to spend over the whole run; the "
+            "noise is set to reach it at --dp_delta. One training row per user, users Poisson-sampled, each user's "
+            "gradient clipped to --dp_max_grad_norm (needs the extra 'privacy'). Off by default."
+        },
+    )
+    dp_noise_multiplier: float | None = field(
+        default=None,
+        metadata={
+            "help": "DP-SGD with this noise multiplier instead of a target --dp_epsilon (the epsilon is reported)."
+        },
+    )
+    dp_max_grad_norm: float = field(
+        default=1.0, metadata={"help": "DP-SGD: the norm each user's gradient is clipped to."}
+    )
+    dp_delta: float | None = field(
+        default=None, metadata={"help": "DP-SGD: the delta of (epsilon, delta)-DP (default: 1 / training users)."}
+    )
+    dp_accountant: str = field(
+        default="prv", metadata={"help": "DP-SGD privacy accountant: 'prv' (tighter) or 'rdp'."}
+    )
+
+    @property
+    def private(self) -> bool:
+        """Whether the run is user-level differentially private (`--dp_epsilon` or `--dp_noise_multiplier`)."""
+        return self.dp_epsilon is not None or self.dp_noise_multiplier is not None
 
     def __post_init__(self):
         _check_finite(self)
@@ -389,11 +418,39 @@ class TrainArguments:
             raise ValueError(f"--text_encoder_learning_rate must be positive, got {self.text_encoder_learning_rate}.")
         if self.targets_from is not None:
             targets_from_seconds(self.targets_from)  # a ValueError naming the text when it is not a time
+        self._check_privacy()
         _check_output_dir(self.output_dir)
         resume = self.resume_from_checkpoint
         if resume not in (None, "latest") and not Path(resume).expanduser().is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {missing_path_message(resume)} Pass 'latest' or a "
                                     "folder output_dir/checkpoints/epoch_N.")  # fmt: skip
+
+    def _check_privacy(self) -> None:
+        """The DP-SGD numbers on their own (what they combine with is `check_arguments`'s)."""
+        if self.dp_epsilon is not None and self.dp_noise_multiplier is not None:
+            raise ValueError(
+                "--dp_epsilon and --dp_noise_multiplier both set the noise: pass one (--dp_epsilon to reach a "
+                "privacy budget, --dp_noise_multiplier to fix the noise and have the budget reported)."
+            )
+        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
+            raise ValueError(
+                f"--dp_epsilon must be positive, got {self.dp_epsilon}: epsilon 0 would mean infinite noise. Typical "
+                "budgets are 1 to 10; leave the flag out to train without differential privacy."
+            )
+        if self.dp_noise_multiplier is not None and not self.dp_noise_multiplier > 0:
+            raise ValueError(f"--dp_noise_multiplier must be positive, got {self.dp_noise_multiplier}.")
+        if not self.dp_max_grad_norm > 0:
+            raise ValueError(f"--dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}.")
+        if self.dp_delta is not None and not 0 < self.dp_delta < 1:
+            raise ValueError(f"--dp_delta must be in (0, 1) (default: 1 / training users), got {self.dp_delta}.")
+        _check_choice("dp_accountant", self.dp_accountant, ("prv", "rdp"))
+        if not self.private:
+            set_flags = [f"--{name}" for name in ("dp_delta",) if getattr(self, name) is not None]
+            if set_flags or self.dp_max_grad_norm != 1.0 or self.dp_accountant != "prv":
+                raise ValueError(
+                    "--dp_max_grad_norm, --dp_delta and --dp_accountant set up DP-SGD: pass --dp_epsilon (or "
+                    "--dp_noise_multiplier) as well, or leave them out."
+                )
 
 
 def resolve_loss_type(loss_type: str, num_items: int) -> tuple[str, str]:
@@ -433,7 +490,9 @@ def targets_from_seconds(text: str) -> int:
     return int(math.ceil(seconds))
 
 
-def check_arguments(data_args: DataArguments, train_args: TrainArguments) -> None:
+def check_arguments(
+    data_args: DataArguments, train_args: TrainArguments, model_args: ModelArguments | None = None
+) -> None:
     """
     The checks that span fields: what each task supports, what LoRA and `--init_from` need. Run before any data is
     read, after each dataclass has checked its own fields.
@@ -441,6 +500,8 @@ def check_arguments(data_args: DataArguments, train_args: TrainArguments) -> Non
     Raises:
         `ValueError` / `FileNotFoundError` naming the flags and what to do.
     """
+    if train_args.private:
+        _check_private_combination(data_args, train_args, model_args)
     if train_args.task != "next-item":
         unsupported = {
             "--resume_from_checkpoint": None,  # resume works for every task
@@ -497,6 +558,55 @@ def check_arguments(data_args: DataArguments, train_args: TrainArguments) -> Non
         raise FileNotFoundError(
             f"--resume_from_checkpoint {resume}: not a checkpoint written by training (no trainer_state.json); pass "
             "'latest' or a folder output_dir/checkpoints/epoch_N."
+        )
+
+
+def _check_private_combination(
+    data_args: DataArguments, train_args: TrainArguments, model_args: ModelArguments | None
+) -> None:
+    """What user-level DP-SGD cannot be combined with (yet), each with why; a `ValueError` naming the flags."""
+    conflicts = {
+        "--task": (train_args.task != "next-item", "the heads' training rows are not one per user yet"),
+        "--lora_r": (train_args.lora_r > 0, "adapters are not wrapped for per-user gradients yet"),
+        "--text_encoder_lora_r": (train_args.text_encoder_lora_r > 0, "the text encoder reads whole item tables"),
+        "--targets_from": (train_args.targets_from is not None, "its windows are not one row per user"),
+        "--gradient_accumulation_steps": (
+            train_args.gradient_accumulation_steps != 1,
+            "a Poisson-sampled batch is one step; raise --per_device_train_batch_size instead",
+        ),
+        "--mixed_precision": (train_args.mixed_precision != "no", "per-user gradients are clipped in float32"),
+        "--item_table_updates lazy": (
+            train_args.item_table_updates == "lazy",
+            "DP-SGD's noise reaches every row of the item table, and updating only the rows a batch read would "
+            "reveal which items its users had",
+        ),
+        "--resume_from_checkpoint": (
+            train_args.resume_from_checkpoint is not None,
+            "the privacy accountant's history is not in the checkpoints yet; start the run again",
+        ),
+        "sequence shards as --dataset": (
+            is_sequence_shards(data_args.dataset),
+            "streamed shards have no per-user sampling",
+        ),
+    }
+    if model_args is not None:
+        conflicts.update(
+            {
+                "--loss_type sampled_softmax": (
+                    model_args.loss_type == "sampled_softmax",
+                    "its negatives are shared across the users of a batch; use --loss_type full_softmax",
+                ),
+                "--item_representation text / id+text": (
+                    model_args.item_representation != "id",
+                    "the text projection scores the whole catalogue at once, with no per-user gradient",
+                ),
+                "--item_id_dropout": (model_args.item_id_dropout > 0, "it is drawn for the whole catalogue"),
+            }
+        )
+    given = [f"{flag} ({why})" for flag, (conflict, why) in conflicts.items() if conflict]
+    if given:
+        raise ValueError(
+            "User-level DP-SGD (--dp_epsilon / --dp_noise_multiplier) does not combine with: " + "; ".join(given) + "."
         )
 
 

@@ -193,6 +193,28 @@ def train_windows(train_dataset, max_length: int, columns: Sequence[str]) -> lis
     ]
 
 
+def user_rows(train_dataset, max_length: int, columns: Sequence[str]) -> tuple[list[dict], dict]:
+    """
+    One training row per user, for user-level differential privacy: the newest `max_length + 1` events of each
+    training sequence (what the model reads at inference). A user with fewer than two training events has no
+    next-item target and gets no row.
+
+    Returns:
+        `(rows, counts)`: the rows (dicts of `columns`) and `{"users_without_target": n, "events_not_read": m}`
+        (events older than a user's newest window, which a one-row-per-user run never trains on).
+    """
+    window = max_length + 1
+    source = {c: train_dataset[c] for c in columns}
+    lengths = np.asarray([len(x) for x in source["input_ids"]], dtype=np.int64)
+    keep = np.flatnonzero(lengths >= 2)
+    rows = [{c: source[c][row][-window:] for c in columns} for row in keep.tolist()]
+    counts = {
+        "users_without_target": int(len(lengths) - len(keep)),
+        "events_not_read": int(np.maximum(lengths[keep] - window, 0).sum()),
+    }
+    return rows, counts
+
+
 class LengthGroupedSampler(torch.utils.data.Sampler):
     """
     A shuffled order in which each run of `batch_size` indices has similar lengths, so batches carry little padding
@@ -310,7 +332,12 @@ def next_item_dataloaders(data, tokenizer, data_args: DataArguments, train_args)
     targets_from = None if train_args.targets_from is None else targets_from_seconds(train_args.targets_from)
     if targets_from is not None and "timestamps" not in columns:
         raise ValueError(f"--targets_from needs event times, but {data_args.dataset} has no timestamp column.")
-    windows = train_windows(train, data_args.max_length, columns)
+    private = getattr(train_args, "private", False)
+    user_counts = None
+    if private:  # user-level DP: one row per user (the privacy unit), not one per window
+        windows, user_counts = user_rows(train, data_args.max_length, columns)
+    else:
+        windows = train_windows(train, data_args.max_length, columns)
     num_windows = len(windows)
     if targets_from is not None:  # a window whose newest event is older than targets_from has nothing to train on
         windows = [w for w in windows if len(w["timestamps"]) > 1 and w["timestamps"][-1] >= targets_from]
@@ -352,5 +379,6 @@ def next_item_dataloaders(data, tokenizer, data_args: DataArguments, train_args)
         "unknown_items": num_unknown,
         "eval_rows_removed": removed,
         "has_timestamps": "timestamps" in columns,
+        "one_row_per_user": user_counts,
     }
     return loaders, popularity, stats

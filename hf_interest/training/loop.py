@@ -43,6 +43,7 @@ from .checkpointing import (
 )
 from .data import load_data
 from .kernels import apply_cpu_training_kernels, keep_freed_memory_for_reuse
+from .private import PrivateTraining
 from .sparse_rows import (
     LazyAdamW,
     LazyRowEMA,
@@ -64,7 +65,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     Returns:
         `dict`: what `eval_results.json` holds (`{"stopped_at_epoch": n}` after `--stop_after_epochs`).
     """
-    check_arguments(data_args, train_args)  # before any data is read: a typo should not cost a data load
+    check_arguments(data_args, train_args, model_args)  # before any data is read: a typo should not cost a data load
     logging.getLogger("accelerate.utils.other").addFilter(TIED_WEIGHTS_SAVE_FILTER)
     output_dir = Path(train_args.output_dir)
     accelerator = Accelerator(
@@ -114,7 +115,17 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     )
 
     # Optimizer, schedule, prepare.
-    lazy_table = _lazy_item_table(model, task.name, train_args, accelerator, adapters=use_lora or joint is not None)
+    private = None
+    if train_args.private:
+        if accelerator.num_processes > 1:
+            raise ValueError("DP-SGD (--dp_epsilon / --dp_noise_multiplier) runs in one process; launch it without "
+                             "accelerate's multi-process options.")  # fmt: skip
+        private = PrivateTraining(train_args, num_users=len(task.train_loader.dataset), log=accelerator.print)
+    lazy_table = (
+        None
+        if private is not None
+        else _lazy_item_table(model, task.name, train_args, accelerator, adapters=use_lora or joint is not None)
+    )
     optimizer = raw_optimizer = _optimizer(model, joint, train_args, accelerator.print, lazy=lazy_table is not None)
     streaming = getattr(task, "streaming", False)  # each process reads its own shards: no loader to shard
     steps_per_epoch = (
@@ -132,7 +143,10 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         num_training_steps=total_steps,
     )
     # With text encoder LoRA the trained module is the joint one (model + encoder); evaluation and saving use the model.
-    if streaming:
+    if private is not None:  # opacus wraps the model, the optimizer and the rows; one process, nothing to shard
+        model = model.to(accelerator.device)
+        trained, optimizer, train_loader = private.attach(model, optimizer, task.train_loader)
+    elif streaming:
         trained, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         train_loader = task.train_loader
     else:
@@ -140,7 +154,9 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             joint if joint is not None else model, optimizer, task.train_loader, scheduler
         )
     task.prepare(accelerator)
-    if joint is None:
+    if private is not None:
+        pass  # `model` stays the plain model (evaluated, averaged and saved); `trained` is opacus's wrapper of it
+    elif joint is None:
         model = trained
     else:
         joint = accelerator.unwrap_model(trained)
@@ -154,7 +170,11 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         )
     if ema_decay is None:  # the default: on for full next-item training, off for adapters, the heads and sharding
         full_training = task.name == "next-item" and not (use_lora or joint is not None)
-        ema_decay = DEFAULT_EMA_DECAY if full_training and not sharded else 0.0
+        ema_decay = DEFAULT_EMA_DECAY if full_training and not sharded and private is None else 0.0
+        if full_training and private is not None:
+            accelerator.print(
+                "weight average: off (DP-SGD takes few, noisy steps; --ema_decay averages them, which costs no privacy)"
+            )
         if full_training and sharded:
             accelerator.print(
                 f"weight average: off ({sharded} shards the model; the average needs a whole copy of it)"
@@ -173,6 +193,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             "hf_interest", config={**asdict(data_args), **asdict(model_args), **asdict(train_args)}
         )
 
+    forward_kwargs = {**task.forward_kwargs, **({"loss_reduction": "rows"} if private is not None else {})}
     checkpoints = output_dir / "checkpoints"
     state = {
         "epoch": 0,
@@ -210,7 +231,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     for epoch in range(state["epoch"], state["epoch"] if finished else train_args.num_train_epochs):
         epoch_start = time.perf_counter()
         trained.train()
-        train_loader.set_epoch(epoch)
+        if hasattr(train_loader, "set_epoch"):  # not opacus's Poisson loader: its draws follow its own generator
+            train_loader.set_epoch(epoch)
         total_loss, num_batches = torch.zeros((), device=accelerator.device), 0
         events = torch.zeros((), dtype=torch.long, device=accelerator.device)  # real (not padding) input events
         # main process only; None lets tqdm switch itself off when the output is not a terminal (CI logs)
@@ -222,10 +244,19 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             batch.pop("time_gaps", None)  # the model buckets the gaps itself from the timestamps
             if not task.has_time:
                 batch.pop("timestamps", None)  # all zeros: let the model see "gap unknown" instead of "gap 0"
+            if private is not None and len(batch["input_ids"]) == 0:  # a Poisson draw of no user: noise only
+                private.empty_step()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                state["steps"] = state.get("steps", 0) + 1
+                continue
             with accelerator.accumulate(trained):
-                loss = trained(**batch, **task.forward_kwargs).loss
+                loss = trained(**batch, **forward_kwargs).loss
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                if private is not None:
+                    pass  # DP-SGD clips each user's gradient itself, inside optimizer.step()
+                elif accelerator.sync_gradients and train_args.max_grad_norm > 0:
                     if lazy_table is None:
                         accelerator.clip_grad_norm_(trained.parameters(), train_args.max_grad_norm)
                     else:  # torch's clipping cannot norm a sparse gradient
@@ -280,6 +311,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         accelerator.log({"train/loss": train_loss, f"validation/{metric}": value}, step=epoch + 1)
         best = state["best_metric"]
         improved = best is None or (value > best if task.higher_is_better else value < best)
+        if private is not None:  # choosing weights by validation would use the users' data outside the accountant
+            improved = True
         if improved:
             state.update(best_metric=value, best_epoch=epoch + 1, bad_epochs=0, time_to_best_s=state["train_seconds"])
             state["best_validation"] = validation  # the published validation block: these weights are saved as best
@@ -287,7 +320,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             state["bad_epochs"] += 1
         accelerator.print(
             f"epoch {epoch + 1}: train loss {train_loss:.4f}, validation {metric} {value:.4f}"
-            f"{' (best)' if improved else ''}, {seconds:.1f}s"
+            f"{(' (kept: DP-SGD keeps the last epoch)' if private is not None else ' (best)') if improved else ''}, "
+            f"{seconds:.1f}s"
         )
         if improved:
             save_model(accelerator, evaluated, task.tokenizer, checkpoints / "best", fault=("best_write", epoch + 1))
@@ -366,6 +400,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             **task.summary(),
             "history": state["history"],
         },
+        **({"differential_privacy": private.report()} if private is not None else {}),
         "model": _model_summary(accelerator.unwrap_model(best), num_trainable),
         "arguments": {"data": asdict(data_args), "model": asdict(model_args), "train": asdict(train_args)},
     }
@@ -448,9 +483,14 @@ def _closing_summary(eval_results: dict, data, output_dir: Path) -> str:
     training = eval_results["training"]
     metric = training["metric_for_best_model"]
     value = training.get(f"best_validation_{metric}")
+    privacy = eval_results.get("differential_privacy")
     lines = [
         f"Kept: the weights of epoch {training['best_epoch']} of {training['epochs_run']} run"
-        + (f" (best validation {metric} {value:.4f})" if isinstance(value, float) else "")
+        + (
+            " (DP-SGD keeps the last epoch: validation never chooses the weights)"
+            if privacy
+            else (f" (best validation {metric} {value:.4f})" if isinstance(value, float) else "")
+        )
         + (
             f", as their moving average (--ema_decay {training['ema_decay']}): the average is what was validated, "
             "tested and saved"
@@ -459,6 +499,12 @@ def _closing_summary(eval_results: dict, data, output_dir: Path) -> str:
         )
         + "."
     ]
+    if privacy:
+        lines.append(
+            f"Differential privacy (user level): epsilon {privacy['epsilon']:.2f} at delta {privacy['delta']:.3g} "
+            f"({privacy['steps']:,} steps, noise multiplier {privacy['noise_multiplier']:.3f}, per-user clipping "
+            f"{privacy['max_grad_norm']:g}, {privacy['accountant'].upper()} accountant)."
+        )
     source = getattr(getattr(data, "report", None), "source", None) or getattr(data, "path", None)
     if source:
         lines.append(f"Data read from: {source}")

@@ -15,7 +15,7 @@ results look like.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -89,6 +89,7 @@ class NextItemTask:
         else:
             self.tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
         loaders, self.popularity, self.stats = next_item_dataloaders(data, self.tokenizer, data_args, train_args)
+        self.stats["max_length"] = data_args.max_length
         self.train_loader = loaders["train"]
         self.eval_loaders = {split: loaders[split] for split in ("validation", "test")}
         self.has_time = self.stats["has_timestamps"]
@@ -97,6 +98,9 @@ class NextItemTask:
 
     def _finish_model(self, data, data_args, model_args, train_args, log) -> None:
         """A new model unless `--init_from` gave one; the sampled softmax draws negatives by training popularity."""
+        if train_args.private and model_args.loss_type == "auto":
+            model_args = replace(model_args, loss_type="full_softmax")
+            log("loss: full softmax (DP-SGD: the sampled softmax would share its negatives across users)")
         if not train_args.init_from:
             self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log, self.has_time)
         if self.model.config.loss_type == "sampled_softmax":
@@ -133,6 +137,7 @@ class NextItemTask:
             "train_windows_before_targets_from": self.stats["train_windows_before_targets_from"],
             "unknown_items": self.stats["unknown_items"],
             "eval_rows_removed": self.stats["eval_rows_removed"],
+            **({"one_row_per_user": rows} if (rows := self.stats.get("one_row_per_user")) is not None else {}),
         }
 
 
@@ -375,6 +380,13 @@ def _click_examples(dataloader) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _print_data_notes(log, stats: dict, train_args: TrainArguments) -> None:
+    if stats.get("one_row_per_user") is not None:
+        counts = stats["one_row_per_user"]
+        log(
+            f"DP-SGD training rows: one per user, their newest {stats['max_length'] + 1:,} events "
+            f"({stats['train_windows']:,} users; {counts['users_without_target']:,} users with fewer than 2 training "
+            f"events have no target and no row; {counts['events_not_read']:,} older training events are not read)"
+        )
     if stats["unknown_items"]:
         log(
             f"{stats['unknown_items']:,} events name items outside the vocabulary and were mapped to [UNK] (never a "
