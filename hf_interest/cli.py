@@ -475,6 +475,12 @@ def run(args) -> int:
             _groups(args)
         elif args.command == "trajectory":
             _trajectory(args)
+        elif args.command == "forget":
+            from .training.data import read_ids
+            from .training.sisa import forget
+
+            users = list(args.users) + (read_ids(args.users_file, "--users_file", "user") if args.users_file else [])
+            forget(args.run, users)
         elif args.command == "info":
             info = _info(args.model)
             if args.json:

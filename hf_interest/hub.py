@@ -17,6 +17,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 
 from .model_card import HEAD_AUTO_CLASSES, HEAD_CLASSES, head_model_card, load_eval_results, render_model_card
+from .privacy import find_user_data
 from .tokenization_interest import SPECIAL_TOKENS
 
 SPACE_LINK_FILE = "space.json"
@@ -43,12 +44,14 @@ class UploadFolder:
     files: list[str]
     kind: str  # "model" or "adapter"
     fixes: list[str] = field(default_factory=list)
+    user_data: list[str] = field(default_factory=list)  # user-level files included on request (--with_user_data)
 
     def listing(self) -> str:
         lines = [f"{self.kind} folder {self.path} ({len(self.files)} files):"]
         for name in self.files:
             lines.append(f"  {name}  ({(self.path / name).stat().st_size:,} bytes)")
         lines.extend(f"  note: {fix}" for fix in self.fixes)
+        lines.extend(f"  USER-LEVEL DATA (asked for with --with_user_data): {item}" for item in self.user_data)
         return "\n".join(lines)
 
 
@@ -85,6 +88,7 @@ def prepare_upload_folder(
     license: str = "apache-2.0",
     model_name: str | None = None,
     with_handler: bool = False,
+    with_user_data: bool = False,
 ) -> UploadFolder:
     """
     Writes the folder that `push_to_hub` uploads.
@@ -103,6 +107,9 @@ def prepare_upload_folder(
             Endpoints handler (`handler.py`, `requirements.txt`), so that the repository deploys as a custom endpoint.
         license: licence of the weights, for the card metadata.
         model_name: the card's title (default: the repository name).
+        with_user_data: also the run's user-level files (`groups/`: user ids and their groups). Without it nothing
+            user-level is written, and the folder is checked for it (`hf_interest.privacy.find_user_data`): a finding
+            is an error and nothing is published.
 
     Returns:
         `UploadFolder`.
@@ -207,8 +214,14 @@ def prepare_upload_folder(
         card.save(output_dir / "README.md")
     if with_handler:
         _add_handler(run_dir, output_dir, kind)
+    user_data = find_user_data(output_dir)
+    if user_data:  # the allowlist above copies none: a guard against a future file that would
+        raise ValueError(f"{output_dir} holds user-level data, so nothing was published: " + "; ".join(user_data))
+    if with_user_data and (run_dir / "groups").is_dir():
+        shutil.copytree(run_dir / "groups", output_dir / "groups")
+        user_data = find_user_data(output_dir) or ["groups/ (per-user group assignments)"]
     files = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
-    return UploadFolder(path=output_dir, files=files, kind=kind, fixes=fixes)
+    return UploadFolder(path=output_dir, files=files, kind=kind, fixes=fixes, user_data=user_data)
 
 
 def _add_handler(run_dir: Path, output_dir: Path, kind: str) -> None:
@@ -237,6 +250,7 @@ def push_to_hub(
     model_name: str | None = None,
     commit_message: str = "Upload hf_interest model",
     with_handler: bool = False,
+    with_user_data: bool = False,
 ) -> UploadFolder | str:
     """
     Publishes a run folder to the Hub, or with `dry_run` writes exactly the folder that would be uploaded.
@@ -250,13 +264,20 @@ def push_to_hub(
         license, model_name: for the model card.
         commit_message: the Hub commit message.
         with_handler: also the ONNX export and the Inference Endpoints handler (see `prepare_upload_folder`).
+        with_user_data: also the run's user-level files (see `prepare_upload_folder`); off by default.
 
     Returns:
         the `UploadFolder` for a dry run, else the URL of the commit.
     """
     if dry_run is not None:
         return prepare_upload_folder(
-            run_dir, dry_run, repo_id=repo_id, license=license, model_name=model_name, with_handler=with_handler
+            run_dir,
+            dry_run,
+            repo_id=repo_id,
+            license=license,
+            model_name=model_name,
+            with_handler=with_handler,
+            with_user_data=with_user_data,
         )
     token = token or get_token()
     if not token:
@@ -267,7 +288,13 @@ def push_to_hub(
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hf_interest_upload_") as tmp:
         folder = prepare_upload_folder(
-            run_dir, Path(tmp) / "upload", repo_id, license=license, model_name=model_name, with_handler=with_handler
+            run_dir,
+            Path(tmp) / "upload",
+            repo_id,
+            license=license,
+            model_name=model_name,
+            with_handler=with_handler,
+            with_user_data=with_user_data,
         )
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         commit = api.upload_folder(
@@ -290,6 +317,7 @@ def push_main(argv: list[str] | None = None, prog: str | None = None) -> UploadF
         license=args.license,
         model_name=args.model_name,
         with_handler=args.with_handler,
+        with_user_data=args.with_user_data,
     )
     if args.dry_run:
         print(result.listing())

@@ -23,6 +23,7 @@ examples:
   hf-interest groups runs/ml100k --dataset movielens-100k
   hf-interest trajectory runs/ml100k --dataset movielens-100k --user 196 --output traj.png
   hf-interest info runs/ml100k
+  hf-interest forget runs/ml100k_sisa --users 196 305
   hf-interest push runs/ml100k --repo_id ORG/NAME --dry_run upload/
   hf-interest push runs/ml100k --repo_id ORG/NAME --private
   hf-interest export onnx runs/ml100k --output serve/ --with_handler
@@ -147,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also the Inference Endpoints handler.py and its requirements.txt")  # fmt: skip
     export.add_argument("--trust_remote_code", action="store_true", help="only needed without hf_interest installed")
 
+    forget = sub.add_parser(
+        "forget", allow_abbrev=False,
+        help="forget users of a sharded run (train --num_shards S): retrain the shards that saw them, log it",
+    )  # fmt: skip
+    forget.add_argument("run", help="the folder of a run trained with --num_shards")
+    forget.add_argument("--users", nargs="+", default=[], metavar="ID", help="raw user ids to forget")
+    forget.add_argument("--users_file", help="a text file of raw user ids to forget, one per line")
+
     info = sub.add_parser(
         "info", allow_abbrev=False, help="a checkpoint's config, vocabulary size, parameters and metrics"
     )
@@ -207,6 +216,12 @@ def push_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--with_handler",
         action="store_true",
         help="also the ONNX export and an Inference Endpoints handler (handler.py, requirements.txt)",
+    )
+    parser.add_argument(
+        "--with_user_data",
+        action="store_true",
+        help="also the run's user-level files (groups/: user ids and their group); left out unless asked, since "
+        "they are personal data",
     )
     return parser
 

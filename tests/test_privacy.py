@@ -217,3 +217,127 @@ def test_private_training_end_to_end(tmp_path):
         [sys.executable, "-m", "hf_interest.cli", "info", str(folder)], capture_output=True, text=True, timeout=300
     )
     assert info.returncode == 0 and f"epsilon {privacy['epsilon']:.2f}" in info.stdout
+
+
+def test_user_shards_and_the_deletion_ledger(tmp_path):
+    from hf_interest.privacy import DeletionLedger, user_hash, user_shard
+
+    users = [str(user) for user in range(2000)]
+    counts = np.bincount([user_shard(user, 4) for user in users], minlength=4)
+    assert counts.sum() == 2000 and counts.min() > 400  # a hash spreads users evenly
+    assert user_shard("196", 4) == user_shard(196, 4) == 3  # the id as text; the same on every machine
+    ledger = DeletionLedger(tmp_path / "deletion_ledger.jsonl")
+    first = ledger.append(["196", "305"], num_shards=4)
+    again = ledger.append(["305", "7"], num_shards=4)
+    assert [entry["user_hash"] for entry in first + again] == [user_hash(u) for u in ("196", "305", "7")]
+    assert [entry["shard"] for entry in first] == [user_shard("196", 4), user_shard("305", 4)]
+    text = ledger.path.read_text()
+    assert len(ledger.entries()) == 3 and "196" not in text.replace(user_hash("196"), "")  # no raw id stored
+    with pytest.raises(ValueError, match="num_shards"):
+        user_shard("1", 0)
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "hf_interest.cli", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
+    )  # fmt: skip
+
+
+def test_forget_retrains_one_shard_bit_for_bit(tmp_path):
+    from safetensors.torch import load_file
+
+    from hf_interest.privacy import user_shard
+
+    run = tmp_path / "sisa"
+    trained = _cli("train", *tiny_train_args(60, 16, 2), "--num_shards", "2", "--output_dir", str(run))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    sisa = json.loads((run / "sisa.json").read_text())
+    assert [shard["train_users"] for shard in sisa["shards"]] == [
+        sum(user_shard(u, 2) == k for u in range(60)) for k in (0, 1)
+    ]
+    before = json.loads((run / "eval_results.json").read_text())
+    assert before["test"]["exclude_seen"]["model"]["num_users"] == 60  # the ensemble serves every user
+
+    forgotten = "17"
+    shard = user_shard(forgotten, 2)
+    other = (run / "shards" / f"shard_{1 - shard}" / "model.safetensors").read_bytes()
+    missing = _cli("forget", str(run), "--users", forgotten, "no-such-user")
+    assert missing.returncode == 2 and "not users of synthetic" in missing.stderr
+    assert not (run / "deletion_ledger.jsonl").exists()  # nothing was changed
+    done = _cli("forget", str(run), "--users", forgotten)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"retrained shards [{shard}] of 2" in done.stdout
+    assert (run / "shards" / f"shard_{1 - shard}" / "model.safetensors").read_bytes() == other  # untouched
+    after = json.loads((run / "eval_results.json").read_text())
+    assert after["test"]["exclude_seen"]["model"]["num_users"] == 59 and after["sisa"]["forgotten_users"] == 1
+    assert forgotten not in (run / "deletion_ledger.jsonl").read_text().split('"')
+
+    # The same shard trained from scratch without the user, by the other road (--exclude_users_file): the same weights.
+    listed = tmp_path / "forget.txt"
+    listed.write_text(forgotten + "\n")
+    reference = tmp_path / "reference"
+    retrained = _cli("train", *tiny_train_args(60, 16, 2), "--user_shard", f"{shard}/2", "--exclude_users_file",
+                     str(listed), "--output_dir", str(reference))  # fmt: skip
+    assert retrained.returncode == 0, retrained.stderr[-3000:]
+    mine = load_file(run / "shards" / f"shard_{shard}" / "model.safetensors")
+    theirs = load_file(reference / "model.safetensors")
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[name], theirs[name]) for name in mine)  # bit for bit
+    again = _cli("forget", str(run), "--users", forgotten)
+    assert again.returncode == 0 and "Forgot 0 users (1 already forgotten)" in again.stdout
+
+
+def test_serving_forgets_a_user_with_their_history():
+    """The model holds no per-user parameter: a user exists for it only through the history passed in, so deleting the
+    stored history forgets them at inference exactly (the recommendations are those of an unknown user)."""
+    model = build(InterestForNextItemPrediction)
+    assert not any("user" in name for name, _ in model.named_parameters())
+    assert all(NUM_ITEMS in p.shape or p.dim() < 2 or max(p.shape) <= 64 for p in model.parameters())
+    tokenizer = ItemTokenizer.from_items(ITEMS)
+    stored = {"u1": ["i3", "i7", "i1"], "u2": ["i5"]}
+    served = model.recommend(**tokenizer([stored["u1"]], return_tensors="pt"), top_k=5)
+    del stored["u1"]  # the deletion request, on the serving side
+    unknown = model.recommend(**tokenizer([stored.get("u1", [])], return_tensors="pt"), top_k=5)
+    empty = model.recommend(**tokenizer([[]], return_tensors="pt"), top_k=5)
+    assert torch.equal(unknown.item_ids, empty.item_ids) and not torch.equal(served.item_ids, empty.item_ids)
+
+
+def test_published_artifacts_hold_no_user_data(tmp_path):
+    """Every artifact meant for publishing (the upload folder with its card and eval_results.json, a Space folder) is
+    checked for the data's user ids and per-user data; the run's groups (user ids and their group) stay behind unless
+    asked for."""
+    from hf_interest.privacy import find_user_data
+
+    rng = np.random.default_rng(0)
+    users = [f"cust-7f3a-{index:03d}" for index in range(40)]
+    lines = ["user_id,item_id,timestamp"]
+    for user in users:
+        times = np.sort(rng.integers(1_600_000_000, 1_700_000_000, 15))
+        lines += [f"{user},item{rng.integers(0, 30)},{time}" for time in times]
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    args = [a if a != "synthetic" else str(log) for a in tiny_train_args(40, 16, 1)]
+    trained = _cli("train", *args, "--output_dir", str(run))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    grouped = _cli("groups", str(run), "--dataset", str(log), "--num_groups", "2")
+    assert grouped.returncode == 0, grouped.stderr[-3000:]
+    assert find_user_data(run / "groups", users)  # the groups are user-level: found by both checks
+    assert any("per-user values" in line for line in find_user_data(run / "groups"))
+
+    upload = tmp_path / "upload"
+    pushed = _cli("push", str(run), "--repo_id", "org/model", "--dry_run", str(upload))
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    assert not (upload / "groups").exists() and "USER-LEVEL" not in pushed.stdout
+    assert find_user_data(upload, users) == []  # card, eval_results.json, config, vocabulary, weights' neighbours
+    asked = _cli("push", str(run), "--repo_id", "org/model", "--dry_run", str(tmp_path / "asked"), "--with_user_data")
+    assert asked.returncode == 0 and (tmp_path / "asked" / "groups" / "groups.json").is_file()
+    assert "USER-LEVEL DATA (asked for with --with_user_data): groups/groups.json" in asked.stdout
+
+    space = tmp_path / "space"
+    written = _cli("space", str(run), "--model_repo", "org/model", "--dry_run", str(space), "--with_items")
+    assert written.returncode == 0, written.stderr[-3000:]
+    assert find_user_data(space, users) == []
+    (run / "deletion_ledger.jsonl").write_text("{}\n")
+    assert any("deletion ledger" in line for line in find_user_data(run))

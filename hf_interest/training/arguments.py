@@ -102,15 +102,31 @@ class DataArguments:
             "benchmark_privacy.py), or users to forget by retraining."
         },
     )
+    user_shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "'k/S': train on the users of shard k of S only (users assigned by a hash of their id; "
+            "hf_interest.privacy.user_shard). Set by --num_shards for each shard model."
+        },
+    )
+    deletion_ledger: str | None = field(
+        default=None,
+        metadata={
+            "help": "A run's deletion_ledger.jsonl: the users it records (hashed ids) are kept out of every split, "
+            "as --exclude_users_file does. Set by `hf-interest forget`."
+        },
+    )
 
     def __post_init__(self):
         _check_finite(self)
+        if self.user_shard is not None:
+            self.shard()  # a ValueError for a malformed 'k/S'
         if "://" not in self.dataset:  # a name or an existing path; else the close names, before any data is read
             try:
                 check_dataset(self.dataset)
             except FileNotFoundError as error:
                 raise FileNotFoundError(f"--dataset {error}") from None
-        for name in ("exclude_items_file", "exclude_users_file"):
+        for name in ("exclude_items_file", "exclude_users_file", "deletion_ledger"):
             value = getattr(self, name)
             if value is not None and not Path(value).expanduser().is_file():
                 raise FileNotFoundError(f"--{name} {missing_path_message(value)}")
@@ -119,6 +135,19 @@ class DataArguments:
             raise ValueError(f"--k_core must be 0 (off) or a positive count of events, got {self.k_core}.")
         _check_choice("split", self.split, (None, "leave_one_out", "by_user"))
         _check_choice("click_labels", self.click_labels, ("ratings", "sampled"))
+
+    def shard(self) -> tuple[int, int] | None:
+        """`--user_shard k/S` as `(k, S)`, or None."""
+        if self.user_shard is None:
+            return None
+        index, _, count = str(self.user_shard).partition("/")
+        try:
+            index, count = int(index), int(count)
+        except ValueError:
+            index = count = -1
+        if not (count >= 1 and 0 <= index < count):
+            raise ValueError(f"--user_shard must be 'k/S' with 0 <= k < S, got {self.user_shard!r}.")
+        return index, count
 
 
 @dataclass
@@ -349,6 +378,13 @@ class TrainArguments:
             "cached embeddings): bounds the encoder's cost per step. Default: all the batch's items."
         },
     )
+    num_shards: int = field(
+        default=1,
+        metadata={
+            "help": "Train S independent shard models on disjoint users (SISA; users by a hash of their id) and "
+            "evaluate their ensemble, so `hf-interest forget` retrains one shard (1/S of the cost) to forget a user."
+        },
+    )
     dp_epsilon: float | None = field(
         default=None,
         metadata={
@@ -419,6 +455,8 @@ class TrainArguments:
         if self.targets_from is not None:
             targets_from_seconds(self.targets_from)  # a ValueError naming the text when it is not a time
         self._check_privacy()
+        if self.num_shards < 1:
+            raise ValueError(f"--num_shards must be at least 1 (1: one model), got {self.num_shards}.")
         _check_output_dir(self.output_dir)
         resume = self.resume_from_checkpoint
         if resume not in (None, "latest") and not Path(resume).expanduser().is_dir():

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import CleaningConfig, DataCollatorForInterest, encode_sequences, load_named_dataset
+from ..privacy import DeletionLedger, user_hash, user_shard
 from .arguments import DataArguments, targets_from_seconds
 from .evaluation import eval_dataloader, popularity_baseline
 
@@ -38,13 +39,25 @@ def load_data(data_args: DataArguments, task: str = "next-item"):
         split=data_args.split or ("by_user" if task == "forecast" else "leave_one_out"),
     )
     if data_args.exclude_items_file:
-        data, _ = exclude_items(data, _read_ids(data_args.exclude_items_file, "--exclude_items_file", "item"))
+        data, _ = exclude_items(data, read_ids(data_args.exclude_items_file, "--exclude_items_file", "item"))
     if data_args.exclude_users_file:
-        data, _ = exclude_users(data, _read_ids(data_args.exclude_users_file, "--exclude_users_file", "user"))
+        data, _ = exclude_users(data, read_ids(data_args.exclude_users_file, "--exclude_users_file", "user"))
+    if data_args.deletion_ledger:
+        forgotten = DeletionLedger(data_args.deletion_ledger).hashes()
+        data, _ = select_users(
+            data, lambda user: user_hash(user) not in forgotten, f"forgotten users ({data_args.deletion_ledger})"
+        )
+    if (shard := data_args.shard()) is not None:
+        index, count = shard
+        data, _ = select_users(
+            data,
+            lambda user: user_shard(user, count) == index,
+            f"users of other shards (--user_shard {index}/{count})",
+        )
     return data
 
 
-def _read_ids(path_text: str, flag: str, kind: str) -> list[str]:
+def read_ids(path_text: str, flag: str, kind: str) -> list[str]:
     """The raw ids of a text file, one per line (blank lines skipped)."""
     path = Path(path_text)
     if not path.is_file():
@@ -74,18 +87,54 @@ def exclude_users(data, user_ids) -> tuple[object, dict]:
         raise ValueError(
             f"exclude_users: {len(unknown)} ids are not users of the data (e.g. {unknown[:5]}); check the list."
         )
-    counts = {"users": len(excluded), "rows_removed": {}}
+    data, counts = select_users(data, lambda user: user not in excluded, "users (--exclude_users_file)")
+    return data, {"users": len(excluded), "rows_removed": counts["rows_removed"]}
+
+
+def select_users(data, keep, what: str) -> tuple[object, dict]:
+    """
+    Keeps the rows of the users `keep(raw_id_text)` accepts, in every split; the others leave entirely. The items
+    table is unchanged. A note with the counts is added to `data.report` ("excluded N {what}: rows removed ...").
+
+    Returns:
+        `(BehaviorData, {"users": n, "rows_removed": {split: n}})`: `users` counts the distinct users removed.
+    """
+    removed_events: dict[str, int] = {}  # per removed user: their events (the longest row: history and target)
+    kept_users = set()
+    counts = {"rows_removed": {}}
     sequences = {}
+    report = data.report
     for split, dataset in data.sequences.items():
-        sequences[split] = dataset.filter(
-            lambda users: [str(user) not in excluded for user in users],
-            input_columns="user_id",
-            batched=True,
-            desc=f"excluding users ({split})",
-        )
+        users = [str(user) for user in dataset["user_id"]]
+        flags = [bool(keep(user)) for user in users]
+        lengths = [len(ids) + ("target_item_id" in dataset.column_names) for ids in dataset["item_ids"]]
+        for user, flag, length in zip(users, flags, lengths):
+            if flag:
+                kept_users.add(user)
+            else:
+                removed_events[user] = max(removed_events.get(user, 0), length)
+        sequences[split] = dataset.select(np.flatnonzero(flags)) if not all(flags) else dataset
         counts["rows_removed"][split] = len(dataset) - len(sequences[split])
-    data.report.notes.append(
-        f"excluded {counts['users']:,} users (--exclude_users_file): rows removed "
+        if split in report.splits:  # the split's counts as training will see them
+            report.splits[split]["rows"] = len(sequences[split])
+            report.splits[split]["events"] = sum(length for length, flag in zip(lengths, flags) if flag)
+    counts["users"] = len(removed_events)
+    if report.steps:
+        last = report.steps[-1]
+        removed = sum(removed_events.values())
+        report.steps.append(
+            type(last)(
+                name="select users",
+                enabled=True,
+                events_before=last.events_after,
+                events_after=last.events_after - removed,
+                users=len(kept_users),
+                items=last.items,
+                detail=f"{counts['users']:,} {what} left out",
+            )
+        )
+    report.notes.append(
+        f"excluded {counts['users']:,} {what}: rows removed "
         + ", ".join(f"{split} {n:,}" for split, n in counts["rows_removed"].items())
     )
     return replace(data, sequences=type(data.sequences)(sequences)), counts

@@ -66,6 +66,10 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
         `dict`: what `eval_results.json` holds (`{"stopped_at_epoch": n}` after `--stop_after_epochs`).
     """
     check_arguments(data_args, train_args, model_args)  # before any data is read: a typo should not cost a data load
+    if train_args.num_shards > 1:  # SISA: one run per shard, then their ensemble (hf_interest.training.sisa)
+        from .sisa import train_shards
+
+        return train_shards(data_args, model_args, train_args)
     logging.getLogger("accelerate.utils.other").addFilter(TIED_WEIGHTS_SAVE_FILTER)
     output_dir = Path(train_args.output_dir)
     accelerator = Accelerator(
