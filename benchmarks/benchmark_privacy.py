@@ -1,20 +1,30 @@
-"""A membership-inference audit of a trained model: can the users it was trained on be told from users it never saw?
+"""Privacy measured by an attack: what user-level DP-SGD and forgetting (SISA) cost in quality, and what a
+membership-inference attack can still tell.
 
-    python benchmarks/benchmark_privacy.py --dataset movielens-100k --write_holdout runs/holdout.txt --fraction 0.2
-    python hub_scripts/train.py --dataset movielens-100k --output_dir runs/ml100k_holdout --seed 42 \\
-        --exclude_users_file runs/holdout.txt
-    python benchmarks/benchmark_privacy.py --dataset movielens-100k --run runs/ml100k_holdout --holdout runs/holdout.txt
+    # 1. hold out 20% of the users (never trained on: the attack's non-members)
+    python benchmarks/benchmark_privacy.py --write_holdout runs/holdout.txt --fraction 0.2
+    # 2. train without them: no DP, DP at epsilon 1 / 4 / 8, and S = 2, 4, 8 shards (commands: README, "Privacy")
+    python hub_scripts/train.py --dataset movielens-100k --exclude_users_file runs/holdout.txt --seed 42 \\
+        --output_dir runs/ml100k_holdout                                    # and --dp_epsilon E / --num_shards S
+    # 3. forget users of a sharded run
+    hf-interest forget runs/sisa4 --users_file runs/forget100.txt
+    # 4. the tables
+    python benchmarks/benchmark_privacy.py --holdout runs/holdout.txt \\
+        --runs "no DP=runs/ml100k_holdout" "eps 8=runs/dp8" "S=4=runs/sisa4" --forgotten runs/forget100.txt
 
-The first command draws `--fraction` of the dataset's users at random (`--seed`) and writes their ids; the model is
-trained without them (their rows leave every split). The audit scores every user's history before their test event
-(`hf_interest.privacy.membership_scores`: the mean next-item log-likelihood of their events) and reports the ROC AUC
-between the members (trained on) and the held-out users, with a bootstrap interval. 0.5 means the model says nothing
-about who it was trained on. Nothing is asserted.
+For every run: test NDCG@10 and HR@10 (full ranking, seen items excluded, on the run's own test users) beside the
+popularity baseline of the same evaluation, the run's (epsilon, delta) when it is private, the training time, and the
+attack: each user's score is the mean next-item log-likelihood of their events before their test event
+(`hf_interest.privacy.membership_scores`), and the ROC AUC tells the members (trained on) from the held-out users,
+with a bootstrap interval; 0.5 means the model gives away no better than chance who it was trained on. With
+`--forgotten`, sharded runs are also audited on the users they forgot against the held-out ones: exact forgetting
+should leave nothing to tell them apart. Nothing is asserted; the numbers are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +34,26 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import hf_interest  # noqa: F401  (registers the Auto classes)
 from hf_interest.data import load_named_dataset
 from hf_interest.privacy import membership_audit, membership_scores
+from hf_interest.training.sisa import load_ensemble
+
+
+def _read_ids(path) -> set[str]:
+    return {line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def _load(run: Path):
+    """The model (a shard ensemble for a sharded run), its tokenizer, and its eval_results.json."""
+    results = json.loads((run / "eval_results.json").read_text())
+    if (run / "sisa.json").is_file():
+        model, tokenizer = load_ensemble(run)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(run).eval()
+        tokenizer = AutoTokenizer.from_pretrained(run)
+    return model, tokenizer, results
+
+
+def _interval(result: dict) -> str:
+    return f"{result['auc']:.3f} ({result['low']:.3f}-{result['high']:.3f})"
 
 
 def main() -> None:
@@ -32,10 +62,13 @@ def main() -> None:
     parser.add_argument("--write_holdout", help="write a random sample of user ids here, and stop")
     parser.add_argument("--fraction", type=float, default=0.2, help="share of users held out (default: 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="sample and bootstrap seed (default: 0)")
-    parser.add_argument("--run", help="a run trained with --exclude_users_file HOLDOUT")
+    parser.add_argument("--runs", nargs="+", default=[], metavar="NAME=RUN", help="runs trained without --holdout")
+    parser.add_argument("--run", help="one run (the same as --runs RUN=RUN)")
     parser.add_argument("--holdout", help="the held-out user ids (one per line)")
+    parser.add_argument("--forgotten", help="user ids the sharded runs forgot (hf-interest forget --users_file)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws (default: 1000)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = load_named_dataset(args.dataset).sequences["test"]
@@ -46,26 +79,73 @@ def main() -> None:
         Path(args.write_holdout).write_text("\n".join(held) + "\n", encoding="utf-8")
         print(f"{count} of {len(users)} users of {args.dataset} written to {args.write_holdout} (seed {args.seed})")
         return
-    if not (args.run and args.holdout):
-        parser.error("give --write_holdout FILE, or --run RUN --holdout FILE")
-    held = {line.strip() for line in Path(args.holdout).read_text(encoding="utf-8").splitlines() if line.strip()}
-    model = AutoModelForCausalLM.from_pretrained(args.run).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.run)
-    scores = membership_scores(model, tokenizer, rows["item_ids"], rows["timestamps"])
-    is_member = np.array([user not in held for user in users])
-    result = membership_audit(scores[is_member], scores[~is_member], n_bootstrap=args.bootstrap, seed=args.seed)
+    runs = [entry.split("=", 1) if "=" in entry else (entry, entry) for entry in args.runs]
+    runs = [(name.strip(), Path(path)) for name, path in runs] + ([(args.run, Path(args.run))] if args.run else [])
+    if not (runs and args.holdout):
+        parser.error("give --write_holdout FILE, or --runs NAME=RUN ... --holdout FILE")
+    held = _read_ids(args.holdout)
+    forgotten = _read_ids(args.forgotten) if args.forgotten else set()
+    if held & forgotten:
+        parser.error("--forgotten lists held-out users: those were never trained on.")
+    is_held = np.array([user in held for user in users])
+    is_forgotten = np.array([user in forgotten for user in users])
     print(
-        f"{args.run} on {args.dataset}: {result['members']} members (trained on), {result['non_members']} held-out "
-        f"users (never seen), {result['left_out']} left out (fewer than two events); score = mean next-item "
-        "log-likelihood of the user's events before their test event (newest 200 read)"
+        f"{args.dataset}: {len(users)} users, {int(is_held.sum())} held out (never trained on: the non-members)"
+        + (f", {int(is_forgotten.sum())} forgotten by the sharded runs" if forgotten else "")
+        + ". Test: full ranking, seen items excluded, each run's own test users; attack: ROC AUC of the mean "
+        "next-item log-likelihood, members vs held out (95% bootstrap interval, "
+        f"{args.bootstrap} draws, seed {args.seed})."
     )
-    print(f"{'':<26} {'members':>9} {'held out':>9}")
-    print(f"{'mean score':<26} {np.nanmean(scores[is_member]):>9.3f} {np.nanmean(scores[~is_member]):>9.3f}")
-    print(
-        f"membership AUC {result['auc']:.3f} (95% bootstrap interval {result['low']:.3f}-{result['high']:.3f}, "
-        f"{result['n_bootstrap']} draws, seed {args.seed}); 0.5 = the model gives its training users away no better "
-        "than chance"
+    header = (
+        f"{'run':<14} {'privacy':<24} {'NDCG@10':>8} {'HR@10':>7} {'pop NDCG':>8} {'pop HR':>7} {'users':>6} "
+        f"{'train s':>8}  {'attack AUC, members':<22} {'attack AUC, forgotten':<22}"
     )
+    print(header)
+    print("-" * len(header))
+    table = []
+    for name, run in runs:
+        model, tokenizer, results = _load(run)
+        block = results["test"]["exclude_seen"]
+        scores = membership_scores(model, tokenizer, rows["item_ids"], rows["timestamps"])
+        members = ~is_held & ~is_forgotten
+        attack = membership_audit(scores[members], scores[is_held], n_bootstrap=args.bootstrap, seed=args.seed)
+        forgot = None
+        if forgotten and results.get("sisa", {}).get("forgotten_users"):
+            forgot = membership_audit(
+                scores[is_forgotten], scores[is_held], n_bootstrap=args.bootstrap, seed=args.seed
+            )
+        dp = results.get("differential_privacy")
+        sisa = results.get("sisa")
+        if dp:
+            privacy = f"DP eps {dp['epsilon']:.2f}, delta {dp['delta']:.1e}"
+            seconds = results["training"]["train_seconds"]
+        elif sisa:
+            privacy = f"{sisa['num_shards']} shards (SISA)"
+            seconds = sum(shard["train_seconds"] for shard in sisa["shards"])
+        else:
+            privacy = "none"
+            seconds = results["training"]["train_seconds"]
+        row = {
+            "run": name,
+            "folder": str(run),
+            "privacy": privacy,
+            "ndcg@10": block["model"]["ndcg@10"],
+            "hr@10": block["model"]["hr@10"],
+            "popularity_ndcg@10": block["popularity"]["ndcg@10"],
+            "popularity_hr@10": block["popularity"]["hr@10"],
+            "test_users": block["model"]["num_users"],
+            "train_seconds": seconds,
+            "attack_members": attack,
+            "attack_forgotten": forgot,
+        }
+        table.append(row)
+        print(
+            f"{name:<14} {privacy:<24} {row['ndcg@10']:>8.4f} {row['hr@10']:>7.4f} {row['popularity_ndcg@10']:>8.4f} "
+            f"{row['popularity_hr@10']:>7.4f} {row['test_users']:>6} {seconds:>8.0f}  {_interval(attack):<22} "
+            f"{_interval(forgot) if forgot else '-':<22}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

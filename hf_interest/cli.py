@@ -476,11 +476,12 @@ def run(args) -> int:
         elif args.command == "trajectory":
             _trajectory(args)
         elif args.command == "forget":
+            from .training import training_function
             from .training.data import read_ids
             from .training.sisa import forget
 
             users = list(args.users) + (read_ids(args.users_file, "--users_file", "user") if args.users_file else [])
-            forget(args.run, users)
+            forget(args.run, users, train_one=training_function)
         elif args.command == "info":
             info = _info(args.model)
             if args.json:

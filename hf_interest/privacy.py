@@ -1,6 +1,15 @@
-"""Privacy audits: can an attacker tell the users a model was trained on from users it never saw?
+"""Privacy: the membership-inference audit, forgetting by shards, and checks of what is published.
 
-A membership-inference audit (the loss attack of Yeom et al., 2018, "Privacy Risk in Machine Learning",
+- `membership_scores`, `membership_audit`, `audit`: can an attacker tell the users a model was trained on from users
+  it never saw (or forgot)?
+- `user_shard`, `DeletionLedger`, `ShardEnsemble`: the pieces of SISA forgetting (`train.py --num_shards S`,
+  `hf-interest forget`; the training side is `hf_interest.training.sisa`).
+- `find_user_data`: user ids and per-user data in a folder about to be published (`push` runs it).
+
+User-level differentially private training (DP-SGD) is a training option: `train.py --dp_epsilon E`
+(`hf_interest.training.private`).
+
+The audit is a membership-inference attack (the loss attack of Yeom et al., 2018, "Privacy Risk in Machine Learning",
 https://arxiv.org/abs/1709.01604, at the level of users): a model fits its training users' events better than
 anyone else's, so the mean next-item log-likelihood of a user's events (`membership_scores`) is a membership score.
 `membership_audit` reports how well it separates members from non-members: the ROC AUC (0.5: no better than chance)

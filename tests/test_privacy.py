@@ -341,3 +341,23 @@ def test_published_artifacts_hold_no_user_data(tmp_path):
     assert find_user_data(space, users) == []
     (run / "deletion_ledger.jsonl").write_text("{}\n")
     assert any("deletion ledger" in line for line in find_user_data(run))
+
+
+def test_shard_ensemble_averages_log_probabilities_and_audit_scores_both_groups():
+    from hf_interest.privacy import ShardEnsemble, audit
+
+    first, second = build(InterestForNextItemPrediction, seed=0), build(InterestForNextItemPrediction, seed=5)
+    batch = {k: v for k, v in _rows_batch().items() if k != "labels"}
+    with torch.no_grad():
+        mixed = ShardEnsemble([first, second])(**batch, logits_to_keep=1).logits
+        a, b = (m(**batch, logits_to_keep=1).logits.float().log_softmax(-1) for m in (first, second))
+        alone = ShardEnsemble([first])(**batch).logits
+    torch.testing.assert_close(mixed, (a + b) / 2)
+    torch.testing.assert_close(alone[:, -1:], a)
+    with pytest.raises(ValueError, match="one vocabulary"):
+        ShardEnsemble([first, build(InterestForNextItemPrediction, num_items=NUM_ITEMS + 1)])
+    tokenizer = ItemTokenizer.from_items(ITEMS)
+    histories = [["i3", "i7", "i1", "i12"], ["i5", "i2", "i9"], ["i4", "i6"], ["i8", "i10", "i11"]]
+    result = audit(ShardEnsemble([first, second]), tokenizer, histories[:2], histories[2:], n_bootstrap=20)
+    expected = membership_scores(ShardEnsemble([first, second]), tokenizer, histories)
+    assert result["auc"] == pytest.approx(float(np.mean([m > o for m in expected[:2] for o in expected[2:]])))

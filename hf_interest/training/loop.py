@@ -69,7 +69,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     if train_args.num_shards > 1:  # SISA: one run per shard, then their ensemble (hf_interest.training.sisa)
         from .sisa import train_shards
 
-        return train_shards(data_args, model_args, train_args)
+        return train_shards(data_args, model_args, train_args, train_one=training_function)
     logging.getLogger("accelerate.utils.other").addFilter(TIED_WEIGHTS_SAVE_FILTER)
     output_dir = Path(train_args.output_dir)
     accelerator = Accelerator(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -52,16 +53,20 @@ def _shard_arguments(data_args, train_args, run_dir: Path, index: int, num_shard
     return data, train
 
 
-def train_shards(data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments) -> dict:
+def train_shards(
+    data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments, train_one: Callable
+) -> dict:
     """
     Trains the `--num_shards` shard models one after the other, then evaluates their ensemble; writes `sisa.json`
     and `eval_results.json` in `--output_dir`.
 
+    Args:
+        data_args, model_args, train_args: the run's arguments.
+        train_one: the training of one run (`hf_interest.training.training_function`).
+
     Returns:
         `dict`: the ensemble's `eval_results.json`.
     """
-    from .loop import training_function
-
     num_shards, run_dir = train_args.num_shards, Path(train_args.output_dir)
     if train_args.task != "next-item" or train_args.private or train_args.lora_r or train_args.init_from:
         raise ValueError(
@@ -76,7 +81,7 @@ def train_shards(data_args: DataArguments, model_args: ModelArguments, train_arg
         print(f"\n=== shard {index + 1} of {num_shards} (users whose hashed id is {index} mod {num_shards}) ===")
         shard_data, shard_train = _shard_arguments(data_args, train_args, run_dir, index, num_shards, ledger)
         started = time.perf_counter()
-        results = training_function(shard_data, model_args, shard_train)
+        results = train_one(shard_data, model_args, shard_train)
         shards.append(
             {
                 "index": index,
@@ -162,7 +167,7 @@ def evaluate_ensemble(run_dir) -> dict:
     return eval_results
 
 
-def forget(run_dir, user_ids) -> dict:
+def forget(run_dir, user_ids, train_one: Callable) -> dict:
     """
     Forgets users of a sharded run exactly: records them in the deletion ledger (hashed ids), retrains each shard that
     saw one of them from scratch without every user the ledger holds (same arguments, same seed), then evaluates the
@@ -171,6 +176,7 @@ def forget(run_dir, user_ids) -> dict:
     Args:
         run_dir: the folder of a run trained with `--num_shards`.
         user_ids (iterable): raw user ids; each must be a user of the run's data (a clear error names the others).
+        train_one: the training of one run (`hf_interest.training.training_function`).
 
     Returns:
         `dict`: `{"forgotten": n, "already_forgotten": m, "shards_retrained": [...], "retrain_seconds": s,
@@ -198,15 +204,13 @@ def forget(run_dir, user_ids) -> dict:
     shards = sorted({entry["shard"] for entry in entries})
     retrain_seconds = retrain_train_seconds = 0.0
     for index in shards:
-        from .loop import training_function
-
         shard_data, shard_train = _shard_arguments(data_args, train_args, run_dir, index, num_shards, ledger.path)
         target = shard_folder(run_dir, index)
         fresh = run_dir / "shards" / ".retrain" / target.name  # the same folder name: the same card
         shutil.rmtree(fresh, ignore_errors=True)
         print(f"\n=== forgetting: retraining shard {index} of {num_shards} without the ledger's users ===")
         started = time.perf_counter()
-        results = training_function(shard_data, model_args, replace(shard_train, output_dir=str(fresh)))
+        results = train_one(shard_data, model_args, replace(shard_train, output_dir=str(fresh)))
         retrain_seconds += time.perf_counter() - started
         retrain_train_seconds += results["training"]["train_seconds"]
         shutil.rmtree(target)
@@ -226,11 +230,14 @@ def forget(run_dir, user_ids) -> dict:
     }
     sisa["forgotten"].append(record)
     write_text_atomic(run_dir / SISA_FILE, json.dumps(sisa, indent=2) + "\n")
+    started = time.perf_counter()
     eval_results = evaluate_ensemble(run_dir) if shards else None
+    evaluation_seconds = time.perf_counter() - started
     print(
         f"Forgot {len(entries)} users ({len(requested) - len(entries)} already forgotten): retrained shards {shards} "
-        f"of {num_shards} in {retrain_seconds:.1f} s (training all {num_shards} took {full_seconds:.1f} s); the "
-        f"ledger {ledger.path} records them by hashed id."
+        f"of {num_shards} in {retrain_seconds:.1f} s (training all {num_shards} took {full_seconds:.1f} s; training "
+        f"steps alone {retrain_train_seconds:.1f} s of {full_train_seconds:.1f} s), then evaluated the ensemble again "
+        f"in {evaluation_seconds:.1f} s; the ledger {ledger.path} records them by hashed id."
     )
     return {
         "forgotten": len(entries),
@@ -240,6 +247,7 @@ def forget(run_dir, user_ids) -> dict:
         "full_training_seconds": full_seconds,
         "cost_ratio": retrain_seconds / full_seconds if full_seconds else None,
         "train_cost_ratio": retrain_train_seconds / full_train_seconds if full_train_seconds else None,
+        "evaluation_seconds": evaluation_seconds,
         "eval_results": eval_results,
     }
 
