@@ -6,11 +6,15 @@ membership-inference attack can still tell.
     # 2. train without them: no DP, DP at epsilon 1 / 4 / 8, and S = 2, 4, 8 shards (commands: README, "Privacy")
     python hub_scripts/train.py --dataset movielens-100k --exclude_users_file runs/holdout.txt --seed 42 \\
         --output_dir runs/ml100k_holdout                                    # and --dp_epsilon E / --num_shards S
-    # 3. forget users of a sharded run
+    # 3. forget users of a sharded run (members drawn at random: one, then 100 more)
+    python benchmarks/benchmark_privacy.py --holdout runs/holdout.txt --seed 1 \\
+        --write_forget runs/forget_one.txt runs/forget100.txt --forget_counts 1 100
+    hf-interest forget runs/sisa4 --users_file runs/forget_one.txt       # one user: one shard retrained
     hf-interest forget runs/sisa4 --users_file runs/forget100.txt
     # 4. the tables
     python benchmarks/benchmark_privacy.py --holdout runs/holdout.txt \\
-        --runs "no DP=runs/ml100k_holdout" "eps 8=runs/dp8" "S=4=runs/sisa4" --forgotten runs/forget100.txt
+        --runs "no DP=runs/ml100k_holdout" "eps 8=runs/dp8" "4 shards=runs/sisa4" \\
+        --forgotten runs/forget_one.txt runs/forget100.txt
 
 For every run: test NDCG@10 and HR@10 (full ranking, seen items excluded, on the run's own test users) beside the
 popularity baseline of the same evaluation, the run's (epsilon, delta) when it is private, the training time, and the
@@ -62,10 +66,15 @@ def main() -> None:
     parser.add_argument("--write_holdout", help="write a random sample of user ids here, and stop")
     parser.add_argument("--fraction", type=float, default=0.2, help="share of users held out (default: 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="sample and bootstrap seed (default: 0)")
+    parser.add_argument("--write_forget", nargs="+", default=[], metavar="FILE",
+                        help="with --holdout: draw members to forget (--forget_counts per file, --seed), and stop")  # fmt: skip
+    parser.add_argument("--forget_counts", nargs="+", type=int, default=[], help="users per --write_forget file")
     parser.add_argument("--runs", nargs="+", default=[], metavar="NAME=RUN", help="runs trained without --holdout")
     parser.add_argument("--run", help="one run (the same as --runs RUN=RUN)")
     parser.add_argument("--holdout", help="the held-out user ids (one per line)")
-    parser.add_argument("--forgotten", help="user ids the sharded runs forgot (hf-interest forget --users_file)")
+    parser.add_argument(
+        "--forgotten", nargs="+", default=[], help="files of user ids the sharded runs forgot (forget --users_file)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws (default: 1000)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--json", help="also write the rows here")
@@ -79,12 +88,23 @@ def main() -> None:
         Path(args.write_holdout).write_text("\n".join(held) + "\n", encoding="utf-8")
         print(f"{count} of {len(users)} users of {args.dataset} written to {args.write_holdout} (seed {args.seed})")
         return
+    if args.write_forget:
+        if not args.holdout or len(args.forget_counts) != len(args.write_forget):
+            parser.error("--write_forget needs --holdout and one --forget_counts number per file")
+        held = _read_ids(args.holdout)
+        members = sorted((user for user in users if user not in held), key=lambda user: (len(user), user))
+        drawn = np.random.default_rng(args.seed).choice(members, sum(args.forget_counts), replace=False).tolist()
+        for path, count in zip(args.write_forget, args.forget_counts):
+            Path(path).write_text("\n".join(drawn[:count]) + "\n", encoding="utf-8")
+            print(f"{count} members (not held out) written to {path} (seed {args.seed})")
+            drawn = drawn[count:]
+        return
     runs = [entry.split("=", 1) if "=" in entry else (entry, entry) for entry in args.runs]
     runs = [(name.strip(), Path(path)) for name, path in runs] + ([(args.run, Path(args.run))] if args.run else [])
     if not (runs and args.holdout):
         parser.error("give --write_holdout FILE, or --runs NAME=RUN ... --holdout FILE")
     held = _read_ids(args.holdout)
-    forgotten = _read_ids(args.forgotten) if args.forgotten else set()
+    forgotten = set().union(*(_read_ids(path) for path in args.forgotten))
     if held & forgotten:
         parser.error("--forgotten lists held-out users: those were never trained on.")
     is_held = np.array([user in held for user in users])

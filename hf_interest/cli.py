@@ -32,6 +32,11 @@ def _cached(model: str, filename: str) -> Path | None:
 def _info(model: str) -> dict:
     config_path = _cached(model, "config.json")
     if config_path is None:
+        if (Path(model) / "sisa.json").is_file():
+            raise FileNotFoundError(
+                f"{model} is a sharded run (train --num_shards): its models are shards/shard_K (hf-interest info "
+                f"{Path(model) / 'shards' / 'shard_0'}); sisa.json and eval_results.json describe the ensemble."
+            )
         raise FileNotFoundError(f"{model} has no config.json: point at a saved model folder or a Hub repo id.")
     from .hub import read_json_file
     from .tokenization_interest import SPECIAL_TOKENS

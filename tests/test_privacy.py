@@ -193,6 +193,16 @@ def test_dp_flags_are_checked(tmp_path):
             check_arguments(data, TrainArguments(output_dir=run, dp_epsilon=4.0, **train), ModelArguments(**model))
         assert flag in str(error.value)
     check_arguments(data, TrainArguments(output_dir=run, dp_epsilon=4.0), ModelArguments())  # the plain case passes
+    with pytest.raises(ValueError, match="--num_shards 4 .* does not combine with --dp_epsilon"):
+        check_arguments(data, TrainArguments(output_dir=run, dp_epsilon=4.0, num_shards=4), ModelArguments())
+    with pytest.raises(ValueError, match="--user_shard"):
+        check_arguments(
+            DataArguments(dataset="synthetic", user_shard="0/2"), TrainArguments(output_dir=run, num_shards=2)
+        )
+    with pytest.raises(ValueError, match="--user_shard must be 'k/S'"):
+        DataArguments(dataset="synthetic", user_shard="2/2")
+    with pytest.raises(ValueError, match="--num_shards must be at least 1"):
+        TrainArguments(output_dir=run, num_shards=0)
 
 
 def test_private_training_end_to_end(tmp_path):

@@ -540,6 +540,20 @@ def check_arguments(
     """
     if train_args.private:
         _check_private_combination(data_args, train_args, model_args)
+    if train_args.num_shards > 1:
+        given = {
+            "--task " + train_args.task: train_args.task != "next-item",
+            "--dp_epsilon / --dp_noise_multiplier": train_args.private,
+            "--lora_r": train_args.lora_r > 0,
+            "--init_from": bool(train_args.init_from),
+            "--user_shard": data_args.user_shard is not None,
+            "--resume_from_checkpoint": train_args.resume_from_checkpoint is not None,
+        }
+        if conflicts := [flag for flag, conflict in given.items() if conflict]:
+            raise ValueError(
+                f"--num_shards {train_args.num_shards} trains next-item models from scratch, one per shard of users; "
+                f"it does not combine with {', '.join(conflicts)} (yet)."
+            )
     if train_args.task != "next-item":
         unsupported = {
             "--resume_from_checkpoint": None,  # resume works for every task

@@ -58,7 +58,7 @@ def train_shards(
 ) -> dict:
     """
     Trains the `--num_shards` shard models one after the other, then evaluates their ensemble; writes `sisa.json`
-    and `eval_results.json` in `--output_dir`.
+    and `eval_results.json` in `--output_dir`. (`check_arguments` has refused what sharding does not combine with.)
 
     Args:
         data_args, model_args, train_args: the run's arguments.
@@ -68,13 +68,6 @@ def train_shards(
         `dict`: the ensemble's `eval_results.json`.
     """
     num_shards, run_dir = train_args.num_shards, Path(train_args.output_dir)
-    if train_args.task != "next-item" or train_args.private or train_args.lora_r or train_args.init_from:
-        raise ValueError(
-            "--num_shards trains next-item models from scratch (not with --task heads, --dp_epsilon, --lora_r or "
-            "--init_from yet)."
-        )
-    if data_args.user_shard is not None:
-        raise ValueError("--num_shards assigns the shards itself: leave --user_shard out.")
     ledger = run_dir / DELETION_LEDGER
     shards = []
     for index in range(num_shards):
