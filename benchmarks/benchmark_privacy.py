@@ -116,6 +116,31 @@ def main() -> None:
         "next-item log-likelihood, members vs held out (95% bootstrap interval, "
         f"{args.bootstrap} draws, seed {args.seed})."
     )
+    # A reference for the attack: the same score from item popularity alone (counted on the members' training
+    # events), which memorises no user: its AUC is what the two groups' histories differ by before any model.
+    data = load_named_dataset(args.dataset)
+    train = data.sequences["train"]
+    counts: dict[str, int] = {}
+    for user, items in zip(train["user_id"], train["item_ids"]):
+        if str(user) not in held and str(user) not in forgotten:
+            for item in items:
+                counts[str(item)] = counts.get(str(item), 0) + 1
+    total, catalogue = sum(counts.values()), len(data.item_ids)
+    popularity_scores = np.array(
+        [
+            np.mean([np.log((counts.get(str(item), 0) + 1) / (total + catalogue)) for item in items[1:]])
+            if len(items) > 1
+            else np.nan
+            for items in rows["item_ids"]
+        ]
+    )
+    members = ~is_held & ~is_forgotten
+    reference = membership_audit(
+        popularity_scores[members], popularity_scores[is_held], n_bootstrap=args.bootstrap, seed=args.seed
+    )
+    print(
+        f"reference: the same attack with item popularity as the model (no user memorised): AUC {_interval(reference)}"
+    )
     header = (
         f"{'run':<14} {'privacy':<24} {'NDCG@10':>8} {'HR@10':>7} {'pop NDCG':>8} {'pop HR':>7} {'users':>6} "
         f"{'train s':>8}  {'attack AUC, members':<22} {'attack AUC, forgotten':<22}"
@@ -127,7 +152,6 @@ def main() -> None:
         model, tokenizer, results = _load(run)
         block = results["test"]["exclude_seen"]
         scores = membership_scores(model, tokenizer, rows["item_ids"], rows["timestamps"])
-        members = ~is_held & ~is_forgotten
         attack = membership_audit(scores[members], scores[is_held], n_bootstrap=args.bootstrap, seed=args.seed)
         forgot = None
         if forgotten and results.get("sisa", {}).get("forgotten_users"):
@@ -165,7 +189,8 @@ def main() -> None:
             f"{_interval(forgot) if forgot else '-':<22}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+        output = {"popularity_reference": reference, "runs": table}
+        Path(args.json).write_text(json.dumps(output, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
