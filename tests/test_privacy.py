@@ -21,6 +21,13 @@ from hf_interest.training.data import exclude_users
 ITEMS = [f"i{index}" for index in range(NUM_ITEMS - 3)]
 
 
+def _cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "hf_interest.cli", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
+    )  # fmt: skip
+
+
 def test_excluded_users_leave_every_split():
     data = generate_synthetic_interests(SyntheticConfig.small()).to_behavior_data()
     users = [str(user) for user in data.sequences["train"]["user_id"]][:5]
@@ -39,11 +46,7 @@ def test_training_without_some_users(tmp_path):
     users = tmp_path / "users.txt"
     users.write_text("3\n17\n")
     folder = tmp_path / "run"
-    run = subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", "train", *tiny_train_args(), "--exclude_users_file", str(users),
-         "--output_dir", str(folder)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}, timeout=600,
-    )  # fmt: skip
+    run = _cli("train", *tiny_train_args(), "--exclude_users_file", str(users), "--output_dir", str(folder))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "excluded 2 users (--exclude_users_file): rows removed train 2, validation 2, test 2" in run.stdout
     results = json.loads((folder / "eval_results.json").read_text())
@@ -207,11 +210,7 @@ def test_dp_flags_are_checked(tmp_path):
 
 def test_private_training_end_to_end(tmp_path):
     folder = tmp_path / "run"
-    run = subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", "train", *tiny_train_args(80, 16, 3), "--dp_epsilon", "4",
-         "--output_dir", str(folder)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}, timeout=600,
-    )  # fmt: skip
+    run = _cli("train", *tiny_train_args(80, 16, 3), "--dp_epsilon", "4", "--output_dir", str(folder))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "DP-SGD (user level): 80 users, one row each, Poisson-sampled at rate 0.2000" in run.stdout
     results = json.loads((folder / "eval_results.json").read_text())
@@ -223,9 +222,7 @@ def test_private_training_end_to_end(tmp_path):
     assert results["training"]["one_row_per_user"]["users_without_target"] == 0
     card = (folder / "README.md").read_text()
     assert "differential privacy" in card.lower() and f"{privacy['epsilon']:.2f}" in card
-    info = subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", "info", str(folder)], capture_output=True, text=True, timeout=300
-    )
+    info = _cli("info", str(folder))
     assert info.returncode == 0 and f"epsilon {privacy['epsilon']:.2f}" in info.stdout
 
 
@@ -245,13 +242,6 @@ def test_user_shards_and_the_deletion_ledger(tmp_path):
     assert len(ledger.entries()) == 3 and "196" not in text.replace(user_hash("196"), "")  # no raw id stored
     with pytest.raises(ValueError, match="num_shards"):
         user_shard("1", 0)
-
-
-def _cli(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
-    )  # fmt: skip
 
 
 def test_forget_retrains_one_shard_bit_for_bit(tmp_path):

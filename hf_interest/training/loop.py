@@ -158,13 +158,11 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             joint if joint is not None else model, optimizer, task.train_loader, scheduler
         )
     task.prepare(accelerator)
-    if private is not None:
-        pass  # `model` stays the plain model (evaluated, averaged and saved); `trained` is opacus's wrapper of it
-    elif joint is None:
-        model = trained
-    else:
+    if joint is not None:
         joint = accelerator.unwrap_model(trained)
         model = joint.model
+    elif private is None:  # with DP-SGD `model` stays the plain model (evaluated, saved); `trained` wraps it
+        model = trained
     ema_decay = train_args.ema_decay
     sharded = sharding(accelerator)
     if ema_decay and sharded:  # AveragedModel keeps a whole copy of the model: a sharded model cannot be copied
@@ -258,9 +256,8 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             with accelerator.accumulate(trained):
                 loss = trained(**batch, **forward_kwargs).loss
                 accelerator.backward(loss)
-                if private is not None:
-                    pass  # DP-SGD clips each user's gradient itself, inside optimizer.step()
-                elif accelerator.sync_gradients and train_args.max_grad_norm > 0:
+                # (DP-SGD clips each user's gradient itself, inside optimizer.step())
+                if private is None and accelerator.sync_gradients and train_args.max_grad_norm > 0:
                     if lazy_table is None:
                         accelerator.clip_grad_norm_(trained.parameters(), train_args.max_grad_norm)
                     else:  # torch's clipping cannot norm a sparse gradient
