@@ -38,11 +38,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import hf_interest  # noqa: F401  (registers the Auto classes)
 from hf_interest.data import load_named_dataset
 from hf_interest.privacy import membership_audit, membership_scores
+from hf_interest.training.data import read_ids
 from hf_interest.training.sisa import load_ensemble
 
 
 def _read_ids(path) -> set[str]:
-    return {line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()}
+    return set(read_ids(path, "the id file", "user"))
 
 
 def _load(run: Path):

@@ -29,7 +29,7 @@ from accelerate import Accelerator
 
 from ..metrics import format_results_table
 from ..modeling_interest import InterestForNextItemPrediction
-from ..privacy import DELETION_LEDGER, DeletionLedger, ShardEnsemble, user_shard
+from ..privacy import DELETION_LEDGER, DeletionLedger, ShardEnsemble
 from ..tokenization_interest import ItemTokenizer
 from .arguments import DataArguments, ModelArguments, TrainArguments
 from .checkpointing import write_text_atomic
@@ -245,4 +245,4 @@ def forget(run_dir, user_ids, train_one: Callable) -> dict:
     }
 
 
-__all__ = ["evaluate_ensemble", "forget", "load_ensemble", "shard_folder", "train_shards", "user_shard"]
+__all__ = ["evaluate_ensemble", "forget", "load_ensemble", "shard_folder", "train_shards"]
