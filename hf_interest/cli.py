@@ -486,7 +486,7 @@ def run(args) -> int:
             from .training.sisa import forget
 
             users = list(args.users) + (read_ids(args.users_file, "--users_file", "user") if args.users_file else [])
-            forget(args.run, users, train_one=training_function)
+            forget(args.run, users, train_one=training_function, key_file=args.key_file)
         elif args.command == "info":
             info = _info(args.model)
             if args.json:

@@ -19,11 +19,18 @@ drawn from the same population as the members; `benchmarks/benchmark_privacy.py`
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import hmac
+import io
 import json
+import logging
+import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +40,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 DELETION_LEDGER = "deletion_ledger.jsonl"
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -152,56 +160,268 @@ def user_shard(user_id, num_shards: int) -> int:
 
 
 def user_hash(user_id) -> str:
-    """What the deletion ledger stores of a user: a SHA-256 of the raw id, never the id or any of their data."""
+    """
+    The unkeyed hash older deletion ledgers stored (SHA-256 of a fixed prefix and the raw id). Kept only to read and
+    upgrade such ledgers: anyone can recompute it for every plausible id, so it hides nothing of a numeric, e-mail or
+    phone id. New ledgers store `ForgetKey.user_hmac`.
+    """
     return hashlib.sha256(f"hf_interest-forget:{user_id}".encode()).hexdigest()
+
+
+# The deletion ledger's key: a secret that never sits in the run folder. Looked for, in this order: the key file a
+# caller names (`hf-interest forget --key_file`, `--deletion_key_file`), the key itself in FORGET_KEY_ENV (hex, e.g.
+# from a secret store), a key file named in FORGET_KEY_FILE_ENV, then the default file `default_key_file()`.
+FORGET_KEY_ENV = "HF_INTEREST_FORGET_KEY"
+FORGET_KEY_FILE_ENV = "HF_INTEREST_FORGET_KEY_FILE"
+KEY_BYTES = 32
+
+
+def default_key_file() -> Path:
+    """Where the first `forget` writes a new key when none is named: `$XDG_CONFIG_HOME/hf_interest/forget.key`
+    (`~/.config/...` without XDG_CONFIG_HOME)."""
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "hf_interest" / "forget.key"
+
+
+@dataclass(frozen=True)
+class ForgetKey:
+    """
+    The secret key of deletion ledgers: each forgotten user is recorded as HMAC-SHA256(key, id), which nobody without
+    the key can recompute, however few the plausible ids are. `source` says where the key came from (a file or an
+    environment variable), never the key.
+    """
+
+    secret: bytes
+    source: str
+
+    def __post_init__(self):
+        if len(self.secret) < 16:
+            raise ValueError(
+                f"The deletion-ledger key from {self.source} is {len(self.secret)} bytes; use at least 16."
+            )
+
+    @property
+    def key_id(self) -> str:
+        """A public fingerprint of the key (it reveals nothing of it), written in each ledger line, so that a wrong key
+        is an error rather than a ledger that silently recognises nobody."""
+        return hmac.new(self.secret, b"hf_interest deletion-ledger key id", hashlib.sha256).hexdigest()[:16]
+
+    def user_hmac(self, user_id) -> str:
+        """What the ledger stores of a user: HMAC-SHA256 of the raw id (as text) under the key."""
+        return hmac.new(self.secret, str(user_id).encode("utf-8"), hashlib.sha256).hexdigest()
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> ForgetKey:
+        try:
+            return cls(bytes.fromhex(text.strip()), source)
+        except ValueError as error:
+            raise ValueError(
+                f"The deletion-ledger key in {source} is not hex text ({error}); a key is {KEY_BYTES} random bytes "
+                f"written as hex, as `hf-interest forget` creates it."
+            ) from None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def resolve_forget_key(key_file=None, run_dir=None, create: bool = False) -> ForgetKey | None:
+    """
+    The deletion-ledger key: from `key_file`, else the FORGET_KEY_ENV variable (the key as hex), else the file in
+    FORGET_KEY_FILE_ENV, else `default_key_file()`.
+
+    Args:
+        key_file (*optional*): a key file named by the caller.
+        run_dir (*optional*): the run folder the ledger belongs to; a key file inside it is refused (anyone with the
+            folder could then reverse the ledger).
+        create (`bool`): when the chosen key file does not exist, write a new random key there (mode 0600, its folder
+            0700) and say where; otherwise return None.
+
+    Returns:
+        `ForgetKey`, or None when no key exists and `create` is off.
+    """
+    if key_file is None and os.environ.get(FORGET_KEY_ENV):
+        return ForgetKey.from_text(os.environ[FORGET_KEY_ENV], f"the environment variable {FORGET_KEY_ENV}")
+    named = key_file or os.environ.get(FORGET_KEY_FILE_ENV)
+    path = Path(named).expanduser() if named else default_key_file()
+    if run_dir is not None and _inside(path, Path(run_dir)):
+        raise ValueError(
+            f"The deletion-ledger key file {path} lies inside the run folder {run_dir}: anyone with the folder could "
+            "reverse the ledger. Keep the key elsewhere (the default is outside every run folder)."
+        )
+    if path.is_file():
+        if path.stat().st_mode & 0o077:
+            logger.warning("The deletion-ledger key file %s can be read by other users: chmod 600 it.", path)
+        return ForgetKey.from_text(path.read_text(encoding="utf-8"), str(path))
+    if not create:
+        return None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_hex(KEY_BYTES) + "\n")
+    print(
+        f"Created the deletion-ledger key {path} (mode 0600). Keep it safe and out of every run folder: without it "
+        "the ledger cannot tell who was forgotten, and forgetting or retraining this run needs it again "
+        f"({FORGET_KEY_FILE_ENV}={path} or --key_file where the key is not at this default place)."
+    )
+    return ForgetKey.from_text(path.read_text(encoding="utf-8"), str(path))
 
 
 class DeletionLedger:
     """
     The record of who was forgotten when, in a run folder (`deletion_ledger.jsonl`, one JSON object per line): the
-    time, the user's `user_hash`, the shard retrained. It stores no id and no event; `push` never uploads it.
+    time, the user as `ForgetKey.user_hmac` (a keyed hash), the fingerprint of the key, the shard retrained. It stores
+    no id and no event, and without the key its lines cannot be tied to anyone, even by hashing every plausible id;
+    `push` never uploads it.
+
+    Lines of older ledgers (`user_hash`, an unkeyed hash anyone can reverse by enumerating ids) are still read, with a
+    warning; `upgrade` rewrites them keyed.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, key: ForgetKey | None = None):
         self.path = Path(path)
+        self.key = key
+        self._check_key()
 
     def entries(self) -> list[dict]:
         if not self.path.is_file():
             return []
         lines = self.path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        entries = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{self.path}, line {number}: not JSON ({error}); restore the ledger.") from None
+            if not isinstance(entry, dict) or not ({"user_hmac", "user_hash"} & entry.keys()):
+                raise ValueError(f"{self.path}, line {number}: not a deletion-ledger entry (no user_hmac).")
+            entries.append(entry)
+        return entries
 
-    def hashes(self) -> set[str]:
-        return {entry["user_hash"] for entry in self.entries()}
+    def legacy_entries(self) -> list[dict]:
+        """The unkeyed (reversible) lines of an older ledger."""
+        return [entry for entry in self.entries() if "user_hmac" not in entry]
+
+    def _check_key(self) -> None:
+        keyed = {entry["key_id"] for entry in self.entries() if "user_hmac" in entry}
+        if keyed and self.key is None:
+            raise ValueError(
+                f"{self.path} records forgotten users under a secret key, and no key was found ({_key_places()}). "
+                "Without the key already forgotten users cannot be recognised: point to the key file the first "
+                "`forget` created (it printed where) rather than making a new one."
+            )
+        if keyed and keyed != {self.key.key_id}:
+            raise ValueError(
+                f"{self.path} was written under the key with id {sorted(keyed)}, but the key from {self.key.source} has "
+                f"id {self.key.key_id}: a wrong key would recognise none of the users already forgotten. Use the key "
+                f"file the first `forget` created ({_key_places()})."
+            )
+        if self.legacy_entries():
+            logger.warning(
+                "%s holds %d lines written by an older version as an unkeyed SHA-256 of the user id: anyone with the "
+                "run folder can recover those users by hashing every plausible id. `hf-interest forget` rewrites "
+                "them under a secret key.",
+                self.path,
+                len(self.legacy_entries()),
+            )
+
+    def _keyed(self, user, forgotten_at, shard) -> dict:
+        if self.key is None:
+            raise ValueError(f"Recording users in {self.path} needs the deletion-ledger key ({_key_places()}).")
+        return {
+            "forgotten_at": forgotten_at,
+            "user_hmac": self.key.user_hmac(user),
+            "key_id": self.key.key_id,
+            "shard": shard,
+        }
+
+    def user_filter(self):
+        """A function `raw id -> bool`: True for the users the ledger records (a fast set lookup per user)."""
+        entries = self.entries()
+        keyed = {entry["user_hmac"] for entry in entries if "user_hmac" in entry}
+        legacy = {entry["user_hash"] for entry in entries if "user_hmac" not in entry}
+        key = self.key
+
+        def recorded(user) -> bool:
+            return (key is not None and key.user_hmac(user) in keyed) or (bool(legacy) and user_hash(user) in legacy)
+
+        return recorded
 
     def append(self, user_ids: Iterable, num_shards: int, when: float | None = None) -> list[dict]:
-        """Records users (raw ids, hashed here) as forgotten; returns the new entries (already recorded ones skipped)."""
-        known = self.hashes()
+        """Records users (raw ids, hashed under the key here) as forgotten; returns the new entries (users already
+        recorded are skipped)."""
+        recorded = self.user_filter()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
-        entries = []
+        entries, seen = [], set()
         for user in user_ids:
-            hashed = user_hash(user)
-            if hashed in known:
+            if str(user) in seen or recorded(user):
                 continue
-            known.add(hashed)
-            entries.append({"forgotten_at": stamp, "user_hash": hashed, "shard": user_shard(user, num_shards)})
+            seen.add(str(user))
+            entries.append(self._keyed(user, stamp, user_shard(user, num_shards)))
         if entries:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as ledger:
                 ledger.writelines(json.dumps(entry) + "\n" for entry in entries)
         return entries
 
+    def upgrade(self, user_ids: Iterable) -> dict:
+        """
+        Rewrites the unkeyed lines of an older ledger under the key: each line whose hash matches one of `user_ids`
+        (the data's users) becomes a keyed line with its time and shard; a line that matches no user of the data is
+        dropped (it kept nobody out) and counted.
+
+        Returns:
+            `dict`: `{"upgraded": n, "dropped": m}`.
+        """
+        legacy = self.legacy_entries()
+        if not legacy:
+            return {"upgraded": 0, "dropped": 0}
+        by_hash = {user_hash(user): str(user) for user in user_ids}
+        lines, upgraded, dropped = [], 0, 0
+        for entry in self.entries():
+            if "user_hmac" in entry:
+                lines.append(entry)
+            elif entry["user_hash"] in by_hash:
+                lines.append(self._keyed(by_hash[entry["user_hash"]], entry.get("forgotten_at"), entry.get("shard")))
+                upgraded += 1
+            else:
+                dropped += 1
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        temporary.write_text("".join(json.dumps(entry) + "\n" for entry in lines), encoding="utf-8")
+        os.replace(temporary, self.path)
+        logger.warning(
+            "%s: rewrote %d unkeyed (reversible) lines under the key from %s; dropped %d that match no user of the data.",
+            self.path,
+            upgraded,
+            self.key.source,
+            dropped,
+        )
+        return {"upgraded": upgraded, "dropped": dropped}
+
+
+def _key_places() -> str:
+    return f"--key_file, {FORGET_KEY_ENV}, {FORGET_KEY_FILE_ENV}, or the default {default_key_file()}"
+
 
 # Keys whose values, in a JSON file, are per-user data (ids or one entry per user).
 USER_LEVEL_KEYS = ("user_id", "user_ids", "users_ids", "user_histories")
+USER_ID_KEYS = ("user_id", "user_ids", "users_ids")  # of those, the ones whose values are user ids
 TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".csv", ".tsv", ".yaml", ".yml", ".py")
 
 
 def find_user_data(folder, user_ids: Iterable | None = None) -> list[str]:
     """
-    What in a folder about to be published is user-level data: deletion ledgers, JSON values under user keys
-    (`USER_LEVEL_KEYS`, e.g. the `user_ids` of a groups file), and, when `user_ids` are given, any text file naming
-    one of those raw ids as a whole token.
+    What in a folder about to be published (or left behind after a `forget`) is user-level data: deletion ledgers,
+    JSON values under user keys (`USER_LEVEL_KEYS`, e.g. the `user_ids` of a groups file), and, when `user_ids` are
+    given, the files that name one of those raw ids.
+
+    Where an id is looked for depends on the id. Every id is matched exactly where a file names users: values under
+    user keys in JSON and JSON Lines files, and columns whose name holds "user" in CSV/TSV files. Ids that are not
+    plain numbers are also matched as whole tokens in any text file (a card, a log, a README). Plain numbers are not:
+    in free text a number is as often a count, an item id or a metric, so every file would match. A warning says how
+    many numeric ids were matched in the structured places only; check prose files for them by hand.
 
     Args:
         folder: the folder (an upload folder, a Space folder, a run folder).
@@ -212,41 +432,71 @@ def find_user_data(folder, user_ids: Iterable | None = None) -> list[str]:
     """
     folder = Path(folder)
     ids = {str(user) for user in user_ids or ()}
+    tokens = {user for user in ids if not user.isdigit()}
     findings = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         name = path.relative_to(folder)
         if path.name == DELETION_LEDGER:
-            findings.append(f"{name}: a deletion ledger (who was forgotten, by hashed id)")
+            findings.append(f"{name}: a deletion ledger (who was forgotten, by keyed hash)")
             continue
         if path.suffix not in TEXT_SUFFIXES:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        if path.suffix == ".json":
-            try:
-                keys = sorted(_user_keys(json.loads(text)))
-            except json.JSONDecodeError:
-                keys = []
-            if keys:
-                findings.append(f"{name}: per-user values under {keys}")
-        if ids:
-            named = ids.intersection(re.findall(r"[\w.@+-]+", text))
-            if named:
-                findings.append(f"{name}: names {len(named)} user ids (e.g. {sorted(named)[:3]})")
+        values = _user_values(path.suffix, text)
+        if path.suffix == ".json" and values is not None and values[0]:
+            findings.append(f"{name}: per-user values under {sorted(values[0])}")
+        named = ids.intersection(values[1]) if values is not None else set()
+        if tokens:
+            named |= tokens.intersection(re.findall(r"[\w.@+-]+", text))
+        if named:
+            findings.append(f"{name}: names {len(named)} user ids (e.g. {sorted(named)[:3]})")
+    if len(tokens) < len(ids):
+        logger.warning(
+            "%d of %d user ids are plain numbers: they were matched under user keys (JSON, JSON Lines) and in user "
+            "columns (CSV, TSV) only, not in free text, where numbers stand for counts and item ids as well. Check "
+            "prose files (cards, logs) for them by hand.",
+            len(ids) - len(tokens),
+            len(ids),
+        )
     return findings
 
 
-def _user_keys(value) -> set[str]:
-    """The `USER_LEVEL_KEYS` in a JSON value that hold something (at any depth)."""
-    found = set()
+def _user_values(suffix: str, text: str) -> tuple[set[str], set[str]] | None:
+    """The user keys found (JSON) and the values under user keys or in user columns, as text; None when the file does
+    not parse as its kind."""
+    if suffix in (".json", ".jsonl"):
+        try:
+            documents = (
+                [json.loads(text)] if suffix == ".json" else [json.loads(x) for x in text.splitlines() if x.strip()]
+            )
+        except json.JSONDecodeError:
+            return None
+        keys, values = set(), set()
+        for document in documents:
+            _collect_user_values(document, keys, values)
+        return keys, values
+    if suffix in (".csv", ".tsv"):
+        rows = list(csv.reader(io.StringIO(text), delimiter="," if suffix == ".csv" else "\t"))
+        if not rows:
+            return set(), set()
+        columns = [index for index, column in enumerate(rows[0]) if "user" in column.lower()]
+        return set(), {row[index].strip() for row in rows[1:] for index in columns if index < len(row)}
+    return set(), set()
+
+
+def _collect_user_values(value, keys: set[str], values: set[str], under_id_key: bool = False) -> None:
+    """Adds the `USER_LEVEL_KEYS` that hold something to `keys`, and every scalar under a `USER_ID_KEYS` key to
+    `values`."""
     if isinstance(value, dict):
         for key, child in value.items():
             if key in USER_LEVEL_KEYS and child not in (None, [], {}, ""):
-                found.add(key)
-            found |= _user_keys(child)
+                keys.add(key)
+            _collect_user_values(child, keys, values, under_id_key or key in USER_ID_KEYS)
     elif isinstance(value, list):
         for child in value:
-            found |= _user_keys(child)
-    return found
+            _collect_user_values(child, keys, values, under_id_key)
+    elif under_id_key and value is not None:
+        values.add(str(value))
 
 
 class ShardEnsemble(nn.Module):
@@ -282,6 +532,9 @@ class ShardEnsemble(nn.Module):
 
 __all__ = [
     "DeletionLedger",
+    "ForgetKey",
+    "resolve_forget_key",
+    "default_key_file",
     "ShardEnsemble",
     "audit",
     "find_user_data",

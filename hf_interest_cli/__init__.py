@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("run", help="the folder of a run trained with --num_shards")
     forget.add_argument("--users", nargs="+", default=[], metavar="ID", help="raw user ids to forget")
     forget.add_argument("--users_file", help="a text file of raw user ids to forget, one per line")
+    forget.add_argument(
+        "--key_file",
+        help="the deletion ledger's secret key file, kept outside the run folder (default: $HF_INTEREST_FORGET_KEY, "
+        "$HF_INTEREST_FORGET_KEY_FILE, then ~/.config/hf_interest/forget.key, created by the first forget)",
+    )
 
     info = sub.add_parser(
         "info", allow_abbrev=False, help="a checkpoint's config, vocabulary size, parameters and metrics"

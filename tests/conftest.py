@@ -11,6 +11,15 @@ from tiny import TEXT_ENCODER_SIZE, tiny_train_args
 TINY_RUN_ARGS = tiny_train_args(users=40, batch_size=16, epochs=2)
 
 
+@pytest.fixture(autouse=True)
+def _own_config_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own XDG_CONFIG_HOME (where `forget` keeps its default key) and no forget key from the
+    environment: no test reads or writes the real ~/.config."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("HF_INTEREST_FORGET_KEY", raising=False)
+    monkeypatch.delenv("HF_INTEREST_FORGET_KEY_FILE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run folder written by `hf-interest train` on tiny synthetic data (seconds)."""

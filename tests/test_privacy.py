@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,21 +228,110 @@ def test_private_training_end_to_end(tmp_path):
 
 
 def test_user_shards_and_the_deletion_ledger(tmp_path):
-    from hf_interest.privacy import DeletionLedger, user_hash, user_shard
+    from hf_interest.privacy import DeletionLedger, ForgetKey, user_shard
 
     users = [str(user) for user in range(2000)]
     counts = np.bincount([user_shard(user, 4) for user in users], minlength=4)
     assert counts.sum() == 2000 and counts.min() > 400  # a hash spreads users evenly
     assert user_shard("196", 4) == user_shard(196, 4) == 3  # the id as text; the same on every machine
-    ledger = DeletionLedger(tmp_path / "deletion_ledger.jsonl")
+    key = ForgetKey(bytes(range(32)), "test")
+    ledger = DeletionLedger(tmp_path / "deletion_ledger.jsonl", key)
     first = ledger.append(["196", "305"], num_shards=4)
-    again = ledger.append(["305", "7"], num_shards=4)
-    assert [entry["user_hash"] for entry in first + again] == [user_hash(u) for u in ("196", "305", "7")]
+    again = ledger.append(["305", "7", "7"], num_shards=4)
+    assert [entry["user_hmac"] for entry in first + again] == [key.user_hmac(u) for u in ("196", "305", "7")]
     assert [entry["shard"] for entry in first] == [user_shard("196", 4), user_shard("305", 4)]
+    assert {entry["key_id"] for entry in ledger.entries()} == {key.key_id}
     text = ledger.path.read_text()
-    assert len(ledger.entries()) == 3 and "196" not in text.replace(user_hash("196"), "")  # no raw id stored
+    assert len(ledger.entries()) == 3 and "196" not in text.replace(key.user_hmac("196"), "")  # no raw id stored
+    recorded = DeletionLedger(ledger.path, key).user_filter()
+    assert [recorded(u) for u in ("196", 305, "7", "8")] == [True, True, True, False]
     with pytest.raises(ValueError, match="num_shards"):
         user_shard("1", 0)
+
+
+def _enumerate(ledger_text: str, candidates) -> set[str]:
+    """What an attacker holding the run folder, but not the key, recovers from a ledger: every candidate id hashed the
+    ways an unkeyed ledger could (this library's old prefix, plain SHA-256, SHA-256 of the id's bytes)."""
+    import hashlib
+
+    lines = ledger_text
+    found = set()
+    for user in candidates:
+        for digest in (
+            hashlib.sha256(f"hf_interest-forget:{user}".encode()).hexdigest(),
+            hashlib.sha256(str(user).encode()).hexdigest(),
+        ):
+            if digest in lines:
+                found.add(str(user))
+    return found
+
+
+def test_a_keyed_ledger_recovers_nobody_by_enumeration(tmp_path):
+    """#36: the old ledger's hash gave users 5 and 7 back by hashing 0..999,999; a keyed ledger gives nobody, yet the
+    key's holder still recognises them."""
+    from hf_interest.privacy import DeletionLedger, ForgetKey, user_hash
+
+    key = ForgetKey(bytes.fromhex("5e" * 32), "test")
+    ledger = DeletionLedger(tmp_path / "deletion_ledger.jsonl", key)
+    ledger.append(["5", "7"], num_shards=2)
+    assert _enumerate(ledger.path.read_text(), range(1_000_000)) == set()
+    recorded = DeletionLedger(ledger.path, key).user_filter()
+    assert recorded("5") and recorded("7") and not recorded("6")
+    # the attack works, on the unkeyed lines older versions wrote: the check itself can fail
+    old = tmp_path / "old.jsonl"
+    old.write_text("".join(json.dumps({"user_hash": user_hash(u), "shard": 0}) + "\n" for u in ("5", "7")))
+    assert _enumerate(old.read_text(), range(1_000)) == {"5", "7"}
+
+    other = ForgetKey(bytes.fromhex("a1" * 32), "other")
+    assert key.user_hmac("5") != other.user_hmac("5")  # the same id under two keys: two different lines
+    second = DeletionLedger(tmp_path / "second.jsonl", other)
+    second.append(["5"], num_shards=2)
+    assert second.entries()[0]["user_hmac"] != ledger.entries()[0]["user_hmac"]
+
+
+def test_a_lost_or_wrong_key_is_an_error_and_old_ledgers_are_upgraded(tmp_path, caplog):
+    from hf_interest.privacy import DeletionLedger, ForgetKey, resolve_forget_key, user_hash
+
+    path = tmp_path / "run" / "deletion_ledger.jsonl"
+    path.parent.mkdir()
+    key = resolve_forget_key(run_dir=path.parent, create=True)
+    key_file = Path(key.source)  # the default place: under XDG_CONFIG_HOME (set per test in conftest)
+    assert key_file == Path(os.environ["XDG_CONFIG_HOME"]) / "hf_interest" / "forget.key" and key_file.is_file()
+    assert key_file.stat().st_mode & 0o777 == 0o600 and key_file.parent.stat().st_mode & 0o777 == 0o700
+    assert resolve_forget_key(run_dir=path.parent) == key  # found again at the default place
+    DeletionLedger(path, key).append(["3"], num_shards=2)
+    with pytest.raises(ValueError, match="no key was found"):
+        DeletionLedger(path, None)
+    with pytest.raises(ValueError, match="wrong key would recognise none"):
+        DeletionLedger(path, ForgetKey(b"x" * 32, "a wrong key"))
+    inside = path.parent / "forget.key"
+    inside.write_text("00" * 32)
+    with pytest.raises(ValueError, match="inside the run folder"):
+        resolve_forget_key(inside, run_dir=path.parent)
+    garbled = tmp_path / "garbled.key"
+    garbled.write_text("not hex")
+    with pytest.raises(ValueError, match="not hex"):
+        resolve_forget_key(garbled)
+
+    old = tmp_path / "old" / "deletion_ledger.jsonl"
+    old.parent.mkdir()
+    old.write_text(
+        "".join(
+            json.dumps({"forgotten_at": "2026-01-01T00:00:00Z", "user_hash": user_hash(u), "shard": 1}) + "\n"
+            for u in ("4", "9", "gone")
+        )
+    )
+    with caplog.at_level("WARNING", logger="hf_interest.privacy"):
+        legacy = DeletionLedger(old, key)
+    assert "unkeyed SHA-256" in caplog.text and "recover those users" in caplog.text
+    assert legacy.user_filter()("4")  # still honoured before the upgrade
+    assert legacy.upgrade(["1", "4", "9"]) == {"upgraded": 2, "dropped": 1}
+    entries = legacy.entries()
+    assert [entry["user_hmac"] for entry in entries] == [key.user_hmac("4"), key.user_hmac("9")]
+    assert {entry["forgotten_at"] for entry in entries} == {
+        "2026-01-01T00:00:00Z"
+    } and "user_hash" not in old.read_text()
+    assert _enumerate(old.read_text(), [str(u) for u in range(100)] + ["gone"]) == set()
 
 
 def test_forget_retrains_one_shard_bit_for_bit(tmp_path):
@@ -265,13 +355,24 @@ def test_forget_retrains_one_shard_bit_for_bit(tmp_path):
     missing = _cli("forget", str(run), "--users", forgotten, "no-such-user")
     assert missing.returncode == 2 and "not users of synthetic" in missing.stderr
     assert not (run / "deletion_ledger.jsonl").exists()  # nothing was changed
+    (run / "groups").mkdir()  # a user-level file computed before the forget (as `hf-interest groups` writes one)
+    (run / "groups" / "groups.json").write_text(json.dumps({"user_ids": ["3", forgotten], "labels": [0, 1]}))
     done = _cli("forget", str(run), "--users", forgotten)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"retrained shards [{shard}] of 2" in done.stdout
+    key_file = Path(os.environ["XDG_CONFIG_HOME"]) / "hf_interest" / "forget.key"
+    assert f"Created the deletion-ledger key {key_file} (mode 0600)" in done.stdout
+    assert "still name forgotten users" in done.stdout and "groups/groups.json: names 1 user ids" in done.stdout
     assert (run / "shards" / f"shard_{1 - shard}" / "model.safetensors").read_bytes() == other  # untouched
     after = json.loads((run / "eval_results.json").read_text())
     assert after["test"]["exclude_seen"]["model"]["num_users"] == 59 and after["sisa"]["forgotten_users"] == 1
-    assert forgotten not in (run / "deletion_ledger.jsonl").read_text().split('"')
+    ledger_text = (run / "deletion_ledger.jsonl").read_text()
+    assert forgotten not in ledger_text.split('"') and '"user_hmac"' in ledger_text
+    assert _enumerate(ledger_text, range(1_000_000)) == set()  # 1M candidate ids: nobody recovered
+    assert not any(run.rglob("*.key"))
+    lost = _cli("forget", str(run), "--users", "3", "--key_file", str(tmp_path / "elsewhere.key"))
+    assert lost.returncode == 2 and "no key was found" in lost.stderr  # not a new key that forgets 17 again
+    assert (run / "deletion_ledger.jsonl").read_text() == ledger_text and not (tmp_path / "elsewhere.key").exists()
 
     # The same shard trained from scratch without the user, by the other road (--exclude_users_file): the same weights.
     listed = tmp_path / "forget.txt"

@@ -112,8 +112,15 @@ class DataArguments:
     deletion_ledger: str | None = field(
         default=None,
         metadata={
-            "help": "A run's deletion_ledger.jsonl: the users it records (hashed ids) are kept out of every split, "
-            "as --exclude_users_file does. Set by `hf-interest forget`."
+            "help": "A run's deletion_ledger.jsonl: the users it records (keyed hashes of their ids) are kept out of "
+            "every split, as --exclude_users_file does. Set by `hf-interest forget`."
+        },
+    )
+    deletion_key_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "The secret key file of --deletion_ledger (default: HF_INTEREST_FORGET_KEY, "
+            "HF_INTEREST_FORGET_KEY_FILE, then ~/.config/hf_interest/forget.key; hf_interest.privacy)."
         },
     )
 
@@ -126,7 +133,7 @@ class DataArguments:
                 check_dataset(self.dataset)
             except FileNotFoundError as error:
                 raise FileNotFoundError(f"--dataset {error}") from None
-        for name in ("exclude_items_file", "exclude_users_file", "deletion_ledger"):
+        for name in ("exclude_items_file", "exclude_users_file", "deletion_ledger", "deletion_key_file"):
             value = getattr(self, name)
             if value is not None and not Path(value).expanduser().is_file():
                 raise FileNotFoundError(f"--{name} {missing_path_message(value)}")

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import CleaningConfig, DataCollatorForInterest, encode_sequences, load_named_dataset
-from ..privacy import DeletionLedger, user_hash, user_shard
+from ..privacy import DeletionLedger, resolve_forget_key, user_shard
 from .arguments import DataArguments, targets_from_seconds
 from .evaluation import eval_dataloader, popularity_baseline
 
@@ -43,10 +43,10 @@ def load_data(data_args: DataArguments, task: str = "next-item"):
     if data_args.exclude_users_file:
         data, _ = exclude_users(data, read_ids(data_args.exclude_users_file, "--exclude_users_file", "user"))
     if data_args.deletion_ledger:
-        forgotten = DeletionLedger(data_args.deletion_ledger).hashes()
-        data, _ = select_users(
-            data, lambda user: user_hash(user) not in forgotten, f"forgotten users ({data_args.deletion_ledger})"
-        )
+        ledger_path = Path(data_args.deletion_ledger)
+        key = resolve_forget_key(data_args.deletion_key_file, run_dir=ledger_path.parent)
+        forgotten = DeletionLedger(ledger_path, key).user_filter()
+        data, _ = select_users(data, lambda user: not forgotten(user), f"forgotten users ({ledger_path})")
     if (shard := data_args.shard()) is not None:
         index, count = shard
         data, _ = select_users(

@@ -5,7 +5,7 @@ hashed id falls in its shard (`hf_interest.privacy.user_shard`), each a whole ru
 evaluates their ensemble (`ShardEnsemble`: the mean of the shards' next-item log-probabilities) beside popularity.
 
 `forget(run_dir, user_ids)` (`hf-interest forget RUN --users ...`) records the users in the run's deletion ledger
-(hashed ids only) and retrains the shards that saw them from scratch, with the same arguments and seed and without
+(HMAC-SHA256 of the ids under a secret key that never sits in the run folder) and retrains the shards that saw them from scratch, with the same arguments and seed and without
 every user the ledger holds: the same weights, bit for bit, as training that shard without those users, at the cost
 of the shards retrained (one of S for one user). Then the ensemble is evaluated again.
 
@@ -13,7 +13,8 @@ Layout of a sharded run folder:
     RUN/sisa.json                 shards, users per shard, training seconds, the forget history
     RUN/eval_results.json         the ensemble's test and validation results beside popularity
     RUN/shards/shard_k/           the run folder of shard k (model, vocabulary, card, checkpoints)
-    RUN/deletion_ledger.jsonl     who was forgotten when (hashed ids), after a `forget`
+    RUN/deletion_ledger.jsonl     who was forgotten when (keyed hashes of the ids), after a `forget`; its secret key
+                                  lives outside the run folder (hf_interest.privacy.resolve_forget_key)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from accelerate import Accelerator
 
 from ..metrics import format_results_table
 from ..modeling_interest import InterestForNextItemPrediction
-from ..privacy import DELETION_LEDGER, DeletionLedger, ShardEnsemble
+from ..privacy import DELETION_LEDGER, DeletionLedger, ShardEnsemble, find_user_data, resolve_forget_key
 from ..tokenization_interest import ItemTokenizer
 from .arguments import DataArguments, ModelArguments, TrainArguments
 from .checkpointing import write_text_atomic
@@ -43,11 +44,15 @@ def shard_folder(run_dir, index: int) -> Path:
     return Path(run_dir) / "shards" / f"shard_{index}"
 
 
-def _shard_arguments(data_args, train_args, run_dir: Path, index: int, num_shards: int, ledger: Path | None):
+def _shard_arguments(
+    data_args, train_args, run_dir: Path, index: int, num_shards: int, ledger: Path | None, key_file=None
+):
+    has_ledger = ledger is not None and ledger.is_file()
     data = replace(
         data_args,
         user_shard=f"{index}/{num_shards}",
-        deletion_ledger=str(ledger) if ledger is not None and ledger.is_file() else None,
+        deletion_ledger=str(ledger) if has_ledger else None,
+        deletion_key_file=str(key_file) if has_ledger and key_file else None,
     )
     train = replace(train_args, num_shards=1, output_dir=str(shard_folder(run_dir, index)))
     return data, train
@@ -118,14 +123,15 @@ def load_ensemble(run_dir) -> tuple[ShardEnsemble, ItemTokenizer]:
     return ShardEnsemble(models), ItemTokenizer.from_pretrained(folders[0])
 
 
-def evaluate_ensemble(run_dir) -> dict:
-    """Evaluates a sharded run's ensemble on every (not forgotten) user; writes and returns `eval_results.json`."""
+def evaluate_ensemble(run_dir, key_file=None) -> dict:
+    """Evaluates a sharded run's ensemble on every (not forgotten) user; writes and returns `eval_results.json`.
+    `key_file`: the deletion ledger's key, where it is not found by the default rules (`resolve_forget_key`)."""
     run_dir = Path(run_dir)
     sisa = _read_sisa(run_dir)
     data_args, _, train_args = _arguments(sisa["arguments"])
     ledger = run_dir / DELETION_LEDGER
     if ledger.is_file():
-        data_args = replace(data_args, deletion_ledger=str(ledger))
+        data_args = replace(data_args, deletion_ledger=str(ledger), deletion_key_file=key_file)
     ensemble, tokenizer = load_ensemble(run_dir)
     data = load_data(data_args, "next-item")
     loaders, popularity, stats = next_item_dataloaders(data, tokenizer, data_args, train_args)
@@ -150,7 +156,7 @@ def evaluate_ensemble(run_dir) -> dict:
         "test": results["test"],
         "validation": results["validation"],
         "sisa": {key: sisa[key] for key in ("num_shards", "assignment", "ensemble", "shards")}
-        | {"forgotten_users": len(DeletionLedger(ledger).entries())},
+        | {"forgotten_users": _count_lines(ledger)},
     }
     write_text_atomic(run_dir / "eval_results.json", json.dumps(eval_results, indent=2) + "\n")
     for block in results["test"].values():
@@ -160,20 +166,29 @@ def evaluate_ensemble(run_dir) -> dict:
     return eval_results
 
 
-def forget(run_dir, user_ids, train_one: Callable) -> dict:
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.is_file() else 0
+
+
+def forget(run_dir, user_ids, train_one: Callable, key_file=None) -> dict:
     """
-    Forgets users of a sharded run exactly: records them in the deletion ledger (hashed ids), retrains each shard that
-    saw one of them from scratch without every user the ledger holds (same arguments, same seed), then evaluates the
-    ensemble again.
+    Forgets users of a sharded run exactly: records them in the deletion ledger (HMAC-SHA256 of their ids under a
+    secret key kept outside the run folder), retrains each shard that saw one of them from scratch without every user
+    the ledger holds (same arguments, same seed), then evaluates the ensemble again. The first `forget` of a run
+    without a key creates one (`hf_interest.privacy.resolve_forget_key`); a ledger already keyed and a missing or
+    different key is an error, never a new key that would recognise nobody. Lines of an older, unkeyed ledger are
+    rewritten under the key. Files of the run folder that still name a forgotten user (a `groups/` computed before)
+    are listed.
 
     Args:
         run_dir: the folder of a run trained with `--num_shards`.
         user_ids (iterable): raw user ids; each must be a user of the run's data (a clear error names the others).
         train_one: the training of one run (`hf_interest.training.training_function`).
+        key_file (*optional*): the ledger's key file, where the default rules do not find it.
 
     Returns:
         `dict`: `{"forgotten": n, "already_forgotten": m, "shards_retrained": [...], "retrain_seconds": s,
-        "full_training_seconds": t, "cost_ratio": s / t, "eval_results": ...}`.
+        "full_training_seconds": t, "cost_ratio": s / t, "eval_results": ..., "traces": [files still naming them]}`.
     """
     run_dir = Path(run_dir)
     sisa = _read_sisa(run_dir)
@@ -192,12 +207,20 @@ def forget(run_dir, user_ids, train_one: Callable) -> dict:
             f"forget: {len(unknown)} of {len(set(requested))} ids are not users of {data_args.dataset} (e.g. "
             f"{unknown[:5]}); nothing was changed. Check the ids (raw user ids, as in the log's user column)."
         )
-    ledger = DeletionLedger(run_dir / DELETION_LEDGER)
+    ledger_path = run_dir / DELETION_LEDGER
+    key = resolve_forget_key(key_file, run_dir=run_dir)
+    if key is None:
+        DeletionLedger(ledger_path)  # a ledger keyed already, and no key: an error, not a new key that knows nobody
+        key = resolve_forget_key(key_file, run_dir=run_dir, create=True)
+    ledger = DeletionLedger(ledger_path, key)
+    ledger.upgrade(known)
     entries = ledger.append(requested, num_shards)
     shards = sorted({entry["shard"] for entry in entries})
     retrain_seconds = retrain_train_seconds = 0.0
     for index in shards:
-        shard_data, shard_train = _shard_arguments(data_args, train_args, run_dir, index, num_shards, ledger.path)
+        shard_data, shard_train = _shard_arguments(
+            data_args, train_args, run_dir, index, num_shards, ledger.path, key_file
+        )
         target = shard_folder(run_dir, index)
         fresh = run_dir / "shards" / ".retrain" / target.name  # the same folder name: the same card
         shutil.rmtree(fresh, ignore_errors=True)
@@ -224,13 +247,19 @@ def forget(run_dir, user_ids, train_one: Callable) -> dict:
     sisa["forgotten"].append(record)
     write_text_atomic(run_dir / SISA_FILE, json.dumps(sisa, indent=2) + "\n")
     started = time.perf_counter()
-    eval_results = evaluate_ensemble(run_dir) if shards else None
+    eval_results = evaluate_ensemble(run_dir, key_file) if shards else None
     evaluation_seconds = time.perf_counter() - started
+    traces = [line for line in find_user_data(run_dir, requested) if not line.startswith(DELETION_LEDGER)]
+    if traces:
+        print(
+            "These files of the run folder still name forgotten users; regenerate them (e.g. `hf-interest groups`) "
+            "or delete them:\n  " + "\n  ".join(traces)
+        )
     print(
         f"Forgot {len(entries)} users ({len(requested) - len(entries)} already forgotten): retrained shards {shards} "
         f"of {num_shards} in {retrain_seconds:.1f} s (training all {num_shards} took {full_seconds:.1f} s; training "
         f"steps alone {retrain_train_seconds:.1f} s of {full_train_seconds:.1f} s), then evaluated the ensemble again "
-        f"in {evaluation_seconds:.1f} s; the ledger {ledger.path} records them by hashed id."
+        f"in {evaluation_seconds:.1f} s; the ledger {ledger.path} records them by a keyed hash (key: {key.source})."
     )
     return {
         "forgotten": len(entries),
@@ -242,6 +271,7 @@ def forget(run_dir, user_ids, train_one: Callable) -> dict:
         "train_cost_ratio": retrain_train_seconds / full_train_seconds if full_train_seconds else None,
         "evaluation_seconds": evaluation_seconds,
         "eval_results": eval_results,
+        "traces": traces,
     }
 
 
