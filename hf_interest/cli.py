@@ -138,7 +138,7 @@ def _recommend(args) -> list[dict]:
 
     from . import RECOMMENDATION_TASK
 
-    titles = _read_titles(args.item_titles)
+    titles = _titles(args)
     if args.timestamps is not None and len(args.timestamps) != len(args.items):
         raise ValueError(
             f"--timestamps has {len(args.timestamps)} values for {len(args.items)} items: give one per item."
@@ -152,6 +152,22 @@ def _recommend(args) -> list[dict]:
     recommender = pipeline(RECOMMENDATION_TASK, model=model, tokenizer=tokenizer, item_titles=titles)
     history = {"items": args.items, "timestamps": args.timestamps} if args.timestamps else args.items
     return recommender(history, top_k=args.top_k, exclude_seen=not args.include_seen)
+
+
+def _titles(args) -> dict | None:
+    """Item titles for a table: `--item_titles`, else those of the run's own data (as the Space shows them)."""
+    if args.item_titles:
+        return _read_titles(args.item_titles)
+    from .space import item_info, load_run_data
+
+    try:
+        data = load_run_data(args.model) if Path(args.model).is_dir() else None
+    except FileNotFoundError as error:  # the run's data moved: the table goes without titles, and says why
+        print(f"(no titles: the run's data is not where it was: {error})", file=sys.stderr)
+        return None
+    if data is None:
+        return None
+    return {item: info["title"] for item, info in item_info(data).items() if info["title"] is not None}
 
 
 def _read_titles(path_text: str | None) -> dict | None:
@@ -177,7 +193,7 @@ def _explain(args) -> dict:
         )
     if args.top_k < 1:
         raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
-    titles = _read_titles(args.item_titles) or {}
+    titles = _titles(args) or {}
     remote = args.trust_remote_code or None
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=remote)

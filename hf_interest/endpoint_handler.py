@@ -15,11 +15,16 @@ Request (`EndpointHandler.__call__`, the JSON body the endpoint receives):
      "parameters": {"top_k": 5, "exclude_seen": true, "exclude_items": ["258"]}}
 
 Response: one list per history of `{"item_id", "score", "rank"}`, best first (a single history: its list).
+
+A history may be longer than the model reads (`max_length` in onnx_config.json): the model reads its newest
+`max_length` events and, with `exclude_seen`, every event given is excluded, as `model.recommend` and evaluation do
+(logged once per recommender).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 
@@ -28,6 +33,7 @@ import numpy as np
 ONNX_FILE = "model.onnx"
 ONNX_CONFIG_FILE = "onnx_config.json"
 VOCAB_FILE = "item_vocab.json"
+logger = logging.getLogger(__name__)
 
 
 class RequestError(ValueError):
@@ -94,6 +100,7 @@ class OnnxRecommender:
         self.session = onnxruntime.InferenceSession(
             os.path.join(path, ONNX_FILE), options, providers=providers or ["CPUExecutionProvider"]
         )
+        self._said_long = False
 
     @property
     def num_items(self) -> int:
@@ -145,10 +152,11 @@ class OnnxRecommender:
         return scores, np.where(np.isfinite(scores), indices, -1)
 
     def encode(self, histories, timestamps=None, exclude_seen: bool = True, exclude_items=None) -> dict:
-        """Raw ids to the graph's inputs: unknown ids refused, newest `max_length` events kept, left padded."""
+        """Raw ids to the graph's inputs: unknown ids refused, newest `max_length` events kept, left padded; with
+        `exclude_seen`, the items of every event given are excluded, the older ones too."""
         pad, max_length = self.config["pad_token_id"], self.config["max_length"]
         special = self.config["num_special_tokens"]
-        rows, times_rows, unknown = [], [], []
+        rows, times_rows, unknown, seen = [], [], [], []
         if timestamps is not None and len(timestamps) != len(histories):
             raise RequestError(f"{len(timestamps)} timestamp lists for {len(histories)} histories: one per history.")
         for position, (items, times) in enumerate(zip(histories, timestamps or [None] * len(histories))):
@@ -158,6 +166,7 @@ class OnnxRecommender:
             unknown += [(position, item) for item, index in zip(items, indices) if index < special]
             rows.append(indices[-max_length:])
             times_rows.append((times or [0] * len(items))[-max_length:])
+            seen.append(indices)
         excluded_items = [str(item) for item in (exclude_items or [])]
         unknown += [("exclude_items", item) for item in excluded_items if self.index.get(item, -1) < special]
         if unknown:
@@ -178,8 +187,16 @@ class OnnxRecommender:
                 input_ids[position, -len(row) :] = row
                 stamps[position, -len(row) :] = times
         attention_mask = (input_ids != pad).astype(np.int64)
+        if not self._said_long and any(len(row) > max_length for row in seen):
+            self._said_long = True
+            logger.warning(
+                "A history is longer than the model reads (max_length=%d): the model reads its newest %d events, and "
+                "every event given is still excluded from the recommendations (exclude_seen).",
+                max_length,
+                max_length,
+            )
         extra = [self.index[item] for item in excluded_items]
-        excluded = [(row if exclude_seen else []) + extra for row in rows]
+        excluded = [(row if exclude_seen else []) + extra for row in seen]
         excluded_width = max(1, max(len(row) for row in excluded))
         excluded_ids = np.full((len(rows), excluded_width), pad, dtype=np.int64)
         for position, row in enumerate(excluded):

@@ -231,11 +231,13 @@ def _scorer(model) -> _Scorer:
 
 @dataclass
 class _History:
-    """One user's history as the model reads it: vocabulary indices and timestamps, oldest first."""
+    """One user's history as the model reads it (the newest `max_position_embeddings` events): vocabulary indices and
+    timestamps, oldest first; `seen_ids`, the items of every event given, which a recommendation excludes."""
 
     raw_items: list[str]
     input_ids: torch.Tensor  # (T,)
     timestamps: torch.Tensor | None  # (T,)
+    seen_ids: torch.Tensor  # (events given,)
 
     @property
     def length(self) -> int:
@@ -284,13 +286,10 @@ def _encode_history(tokenizer, config, history, timestamps, index: int | None = 
             raise ValueError(f"{where}: timestamps must be integer seconds ({error}).") from None
         if (times[1:] < times[:-1]).any():
             raise ValueError(f"{where}: timestamps must not decrease; list the events oldest first.")
-    max_len = config.max_position_embeddings
-    if len(items) > max_len:
-        raise ValueError(
-            f"{where} has {len(items)} events but the model reads at most {max_len}: explain the newest {max_len} "
-            "(history[-max_len:]), which is what the model scores."
-        )
-    return _History(items, input_ids, times)
+    # The model reads the newest max_len events, so those are what is explained; every event given stays seen.
+    newest = config.max_position_embeddings
+    kept_times = times[-newest:] if times is not None else None
+    return _History(items[-newest:], input_ids[-newest:], kept_times, seen_ids=input_ids)
 
 
 def _sub_histories(histories: list[_History], keeps: list[torch.Tensor], pad_id: int, device) -> tuple:
@@ -380,7 +379,7 @@ def _excluded_for(scorer, history: _History) -> torch.Tensor | None:
         return None
     excluded = torch.zeros(1, scorer.config.num_items, dtype=torch.bool)
     excluded[0, : scorer.config.num_special_tokens] = True
-    excluded[0, history.input_ids] = True
+    excluded[0, history.seen_ids] = True
     return excluded
 
 
@@ -665,7 +664,9 @@ def explain(
             put in eval mode.
         tokenizer: its `ItemTokenizer`.
         history: raw item ids, oldest first; a dict `{"items": [...], "timestamps": [...]}`; or a list of either
-            (a batch: one `Explanation` per history, computed in shared batches).
+            (a batch: one `Explanation` per history, computed in shared batches). A history longer than the model
+            reads is explained over its newest `max_position_embeddings` events (what the model scores), and every
+            event given still counts as seen when the top-1 is chosen (`diagnostics` says how many were read).
         timestamps: integer seconds, one per event (a list of lists for a batch); without them a time-gap model
             reads "gap unknown", as it does when serving without times.
         target: what to explain: a raw item id (default for a next-item model: its top-1 recommendation, seen
@@ -681,8 +682,8 @@ def explain(
         an [`Explanation`] (a list of them for a batch).
 
     Raises:
-        ValueError: an empty history, an item the vocabulary does not know, a history longer than the model reads,
-            timestamps of the wrong length or order, an unknown method or target.
+        ValueError: an empty history, an item the vocabulary does not know, timestamps of the wrong length or order,
+            an unknown method or target.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
@@ -710,7 +711,7 @@ def explain(
             score=score,
             method=method,
             head=scorer.head,
-            diagnostics=extra,
+            diagnostics={**extra, "events_given": int(entry.seen_ids.numel()), "events_read": entry.length},
         )
         if top_k is not None:
             result.events = result.top(top_k)
@@ -817,7 +818,7 @@ def _verify(scorer, tokenizer, entry, keep, decision, candidate, excluded) -> bo
     times = entry.timestamps[keep] if entry.timestamps is not None else None
     model = scorer.model
     if scorer.head == "next_item":
-        seen = entry.input_ids.tolist()
+        seen = entry.seen_ids.tolist()
         output = model.recommend(
             ids[None] if ids.numel() else torch.full((1, 1), scorer.config.pad_token_id),
             timestamps=times[None] if times is not None and ids.numel() else None,
@@ -970,14 +971,37 @@ def plot_explanation(explanation: Explanation, path, titles: Mapping | None = No
                       ha="center", fontsize=7)  # fmt: skip
     target = titles.get(explanation.target, explanation.target)
     axis.set_title(f"Why {target}: {explanation.method.replace('_', ' ')} attribution of each past event", fontsize=10)
-    axis.set_xlabel("time (UTC)" if timed else "event")
     axis.set_ylabel("attribution")
     figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="coolwarm"), ax=axis, label="attribution")
     if timed:
+        from matplotlib.dates import DateFormatter
+
+        pattern, label = time_axis_format(min(x), max(x))
+        axis.xaxis.set_major_formatter(DateFormatter(pattern, tz=timezone.utc))
+        axis.set_xlabel(label)
         figure.autofmt_xdate()
+    else:
+        axis.set_xlabel("event")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def time_axis_format(first, last) -> tuple[str, str]:
+    """
+    How a time axis from `first` to `last` (datetimes, UTC) is labelled so a person reads it: dates over days,
+    day and hour:minute over hours, hour:minute:second within an hour (with the date in the axis label); never
+    matplotlib's fallback of minutes and microseconds.
+
+    Returns:
+        `(strftime pattern of the ticks, axis label)`.
+    """
+    span = (last - first).total_seconds()
+    if span > 3 * 86400:
+        return "%Y-%m-%d", "date (UTC)"
+    if span > 3 * 3600:
+        return "%b %d %H:%M", "time (UTC)"
+    return "%H:%M:%S", f"time (UTC, {first:%Y-%m-%d})"
 
 
 __all__ = [
@@ -990,6 +1014,7 @@ __all__ = [
     "curve_auc",
     "explain",
     "explain_recommendations",
+    "time_axis_format",
     "faithfulness",
     "interest_weights",
     "plot_explanation",

@@ -125,10 +125,16 @@ class RecommendationOutput(ModelOutput):
             `top_k` items were eligible (every other item excluded).
         scores (`torch.FloatTensor` of shape `(batch_size, top_k)`):
             Their scores (next-item logits); `-inf` in empty slots.
+        events_given (`torch.LongTensor` of shape `(batch_size,)`):
+            How many events each history had: with `exclude_seen`, every one of their items was excluded.
+        events_read (`torch.LongTensor` of shape `(batch_size,)`):
+            How many of them the model read: the newest `max_position_embeddings` at most.
     """
 
     item_ids: torch.LongTensor | None = None
     scores: torch.FloatTensor | None = None
+    events_given: torch.LongTensor | None = None
+    events_read: torch.LongTensor | None = None
 
 
 def time_gap_buckets(
@@ -919,8 +925,8 @@ class InterestModel(InterestPreTrainedModel):
         if seq_len > self.config.max_position_embeddings:
             raise ValueError(
                 f"The input has {seq_len} positions but the model reads at most max_position_embeddings="
-                f"{self.config.max_position_embeddings}. Truncate histories to their newest events (the tokenizer, "
-                "the data collator and `recommend` do this for you)."
+                f"{self.config.max_position_embeddings}. Keep the newest events: `tokenizer(..., truncation=True)` "
+                "does (the data collator and `recommend` do it for you)."
             )
 
         # Positions count real events from the start of each history, so extra left padding changes nothing and
@@ -1483,8 +1489,10 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         """
         Recommends the next items for a batch of histories, in eval mode and without gradients.
 
-        Histories longer than `max_position_embeddings` keep their newest events. An empty history (all padding)
-        is scored by the learned per-item bias alone, a popularity prior.
+        "Seen" means every event of the history given, however long: the model reads the newest
+        `max_position_embeddings` events, and `exclude_seen` removes the items of all of them (as evaluation does;
+        a warning says so once when a history is longer). An empty history (all padding) is scored by the learned
+        per-item bias alone, a popularity prior.
 
         Args:
             input_ids (`torch.Tensor` of shape `(batch_size, seq_len)` or `(seq_len,)`): item indices.
@@ -1495,10 +1503,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             exclude_items (list of `int`, *optional*): vocabulary indices never to recommend (e.g. out of stock).
 
         Returns:
-            [`RecommendationOutput`] with `item_ids` and `scores` of shape `(batch_size, top_k)`. Special tokens
-            are never returned.
+            [`RecommendationOutput`] with `item_ids` and `scores` of shape `(batch_size, top_k)`, and how many events
+            each history had and how many the model read. Special tokens are never returned.
         """
-        input_ids, attention_mask, timestamps = self._check_recommend_inputs(input_ids, attention_mask, timestamps)
+        input_ids, attention_mask, timestamps, seen = self._check_recommend_inputs(
+            input_ids, attention_mask, timestamps
+        )
         num_special = self.config.num_special_tokens
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
@@ -1508,8 +1518,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         scores = self._item_logits(states).float()  # (B, N)
         scores[:, :num_special] = float("-inf")
         if exclude_seen:
-            seen = input_ids.masked_fill(~attention_mask.bool(), self.config.pad_token_id)
-            scores.scatter_(1, seen, float("-inf"))
+            scores.scatter_(1, seen, float("-inf"))  # every event given, not only the ones read
         if exclude_items is not None:
             exclude_items = torch.as_tensor(exclude_items, dtype=torch.long, device=scores.device)
             if exclude_items.numel() and (exclude_items.min() < 0 or exclude_items.max() >= self.config.num_items):
@@ -1517,7 +1526,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             scores[:, exclude_items] = float("-inf")
         top_scores, top_items = scores.topk(top_k, dim=1)
         top_items = top_items.masked_fill(torch.isinf(top_scores), -1)
-        return RecommendationOutput(item_ids=top_items, scores=top_scores)
+        return RecommendationOutput(
+            item_ids=top_items,
+            scores=top_scores,
+            events_given=(seen != self.config.pad_token_id).sum(dim=1),
+            events_read=attention_mask.sum(dim=1),
+        )
 
     def _last_states(self, input_ids, attention_mask, timestamps) -> torch.Tensor:
         """`(B, H)`: the interest state after the newest event of each left-aligned history, in eval mode."""
@@ -1536,53 +1550,69 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
 
     def _check_recommend_inputs(
         self, input_ids, attention_mask, timestamps
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Validates untrusted inputs with clear errors, left-aligns them and keeps the newest events."""
-        device = self.item_head.bias.device
-        input_ids = torch.as_tensor(input_ids, device=device)
-        if input_ids.dim() == 1:
-            input_ids = input_ids[None, :]
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (batch_size, seq_len), got {tuple(input_ids.shape)}.")
-        _check_item_indices(input_ids, self.config.num_items)
-        input_ids = input_ids.long()
-        if attention_mask is None:
-            attention_mask = input_ids != self.config.pad_token_id
-        attention_mask = torch.as_tensor(attention_mask, device=device)
-        if attention_mask.dim() == 1:
-            attention_mask = attention_mask[None, :]
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
-            )
-        attention_mask = attention_mask.bool()
-        if timestamps is not None:
-            timestamps = torch.as_tensor(timestamps, device=device)
-            if timestamps.dim() == 1:
-                timestamps = timestamps[None, :]
-            if timestamps.shape != input_ids.shape:
-                raise ValueError(
-                    f"timestamps has shape {tuple(timestamps.shape)} but input_ids has {tuple(input_ids.shape)}."
-                )
-            if timestamps.dtype.is_floating_point and not torch.isfinite(timestamps[attention_mask]).all():
-                raise ValueError("timestamps must be finite numbers of seconds at every real position.")
-            timestamps = timestamps.long()
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """`_read_newest` for `recommend`: a longer history is said once, with its events still excluded."""
+        note = "every event given is still excluded from the recommendations (exclude_seen)"
+        return _read_newest(self.config, self.item_head.bias.device, input_ids, attention_mask, timestamps, note)
 
-        # Move real events to the right end (a stable sort keeps their order), whatever side the padding was on,
-        # then keep the newest max_position_embeddings columns.
-        order = attention_mask.long().argsort(dim=1, stable=True)
-        input_ids, attention_mask = input_ids.gather(1, order), attention_mask.gather(1, order)
-        if timestamps is not None:
-            timestamps = timestamps.gather(1, order)
-        max_len = self.config.max_position_embeddings
-        if input_ids.shape[1] > max_len:
-            input_ids, attention_mask = input_ids[:, -max_len:], attention_mask[:, -max_len:]
-            timestamps = timestamps[:, -max_len:] if timestamps is not None else None
-        if input_ids.shape[1] == 0:  # empty histories: one padding column, scored by the item bias alone
-            input_ids = torch.full((input_ids.shape[0], 1), self.config.pad_token_id, device=device)
-            attention_mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            timestamps = None
-        return input_ids, attention_mask.long(), timestamps
+
+def _read_newest(
+    config, device, input_ids, attention_mask, timestamps, note: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Validates untrusted inputs with clear errors, left-aligns them and keeps the newest `max_position_embeddings`
+    events (saying so once, with `note`). Returns `(input_ids, attention_mask, timestamps)` as the model reads them,
+    and `seen`: the items of every event given (before the newest were kept), `pad_token_id` elsewhere."""
+    input_ids = torch.as_tensor(input_ids, device=device)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None, :]
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch_size, seq_len), got {tuple(input_ids.shape)}.")
+    _check_item_indices(input_ids, config.num_items)
+    input_ids = input_ids.long()
+    if attention_mask is None:
+        attention_mask = input_ids != config.pad_token_id
+    attention_mask = torch.as_tensor(attention_mask, device=device)
+    if attention_mask.dim() == 1:
+        attention_mask = attention_mask[None, :]
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
+        )
+    attention_mask = attention_mask.bool()
+    if timestamps is not None:
+        timestamps = torch.as_tensor(timestamps, device=device)
+        if timestamps.dim() == 1:
+            timestamps = timestamps[None, :]
+        if timestamps.shape != input_ids.shape:
+            raise ValueError(
+                f"timestamps has shape {tuple(timestamps.shape)} but input_ids has {tuple(input_ids.shape)}."
+            )
+        if timestamps.dtype.is_floating_point and not torch.isfinite(timestamps[attention_mask]).all():
+            raise ValueError("timestamps must be finite numbers of seconds at every real position.")
+        timestamps = timestamps.long()
+
+    # Move real events to the right end (a stable sort keeps their order), whatever side the padding was on,
+    # then keep the newest max_position_embeddings columns.
+    order = attention_mask.long().argsort(dim=1, stable=True)
+    input_ids, attention_mask = input_ids.gather(1, order), attention_mask.gather(1, order)
+    if timestamps is not None:
+        timestamps = timestamps.gather(1, order)
+    seen = input_ids.masked_fill(~attention_mask, config.pad_token_id)
+    max_len = config.max_position_embeddings
+    if input_ids.shape[1] > max_len:
+        if attention_mask[:, :-max_len].any():
+            logger.warning_once(
+                f"A history is longer than max_position_embeddings={max_len}: the model reads its newest {max_len} "
+                f"events; {note}."
+            )
+        input_ids, attention_mask = input_ids[:, -max_len:], attention_mask[:, -max_len:]
+        timestamps = timestamps[:, -max_len:] if timestamps is not None else None
+    if input_ids.shape[1] == 0:  # empty histories: one padding column, scored by the item bias alone
+        input_ids = torch.full((input_ids.shape[0], 1), config.pad_token_id, device=device)
+        attention_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        timestamps = None
+        seen = input_ids
+    return input_ids, attention_mask.long(), timestamps, seen
 
 
 @dataclass
@@ -1810,7 +1840,13 @@ class InterestForInterestForecasting(InterestPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         timestamps: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        """The forecast category distribution `(batch_size, num_categories)` after each (left-padded) history."""
+        """The forecast category distribution `(batch_size, num_categories)` after each history (padded on either
+        side); of a history longer than `max_position_embeddings`, the newest events are read (said once)."""
+        note = "the forecast follows from those"
+        device = self.forecast_head.weight.device
+        input_ids, attention_mask, timestamps, _ = _read_newest(
+            self.config, device, input_ids, attention_mask, timestamps, note
+        )
         logits = self(input_ids=input_ids, attention_mask=attention_mask, timestamps=timestamps).logits
         return logits[:, -1].float().softmax(dim=-1)
 

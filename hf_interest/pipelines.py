@@ -169,14 +169,12 @@ class NextItemRecommendationPipeline(Pipeline):
         result = {"item_ids": output.item_ids, "scores": output.scores}
         if explain:
             recommended = [index for index in output.item_ids[0].tolist() if index >= 0]
-            newest = self.model.config.max_position_embeddings  # what recommend read: the newest events
-            times = history["timestamps"][-newest:] if history["timestamps"] is not None else None
             with torch.enable_grad():  # integrated gradients differentiates; the pipeline runs without gradients
-                result["because"] = explain_recommendations(
+                result["because"] = explain_recommendations(  # over the newest events, the ones recommend read
                     self.model,
                     self.tokenizer,
-                    history["items"][-newest:],
-                    times,
+                    history["items"],
+                    history["timestamps"],
                     items=self.tokenizer.decode_items(recommended),
                     method=explain_method,
                     top_k=explain_top_k,

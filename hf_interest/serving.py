@@ -153,7 +153,7 @@ def check_onnx(model, folder, shapes=((1, 3), (4, 12), (7, None))) -> dict:
     graph = RecommendationGraph(model, recommender.config["max_top_k"]).eval()
     worst, equal = 0.0, True
     for batch, length in shapes:
-        length = length or model.config.max_position_embeddings
+        length = min(length or model.config.max_position_embeddings, model.config.max_position_embeddings)
         inputs = _example_inputs(model.config, batch, length, excluded=length + 2, seed=batch * 1000 + length)
         torch_scores, torch_items = graph(*inputs)
         names = ["input_ids", "attention_mask", "timestamps", "has_timestamps", "excluded_ids"]
@@ -274,7 +274,7 @@ def recommend_chunked(
     config = model.config
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-    input_ids, attention_mask, timestamps = model._check_recommend_inputs(input_ids, attention_mask, timestamps)
+    input_ids, attention_mask, timestamps, seen = model._check_recommend_inputs(input_ids, attention_mask, timestamps)
     states = model._last_states(input_ids, attention_mask, timestamps)
     device = states.device
     if config.item_representation == "id":  # the tied table itself: no copy of a large catalogue
@@ -289,13 +289,17 @@ def recommend_chunked(
         if exclude_items.numel() and (exclude_items.min() < 0 or exclude_items.max() >= config.num_items):
             raise ValueError(f"exclude_items must be vocabulary indices in [0, {config.num_items}).")
         excluded[exclude_items] = True
-    seen = input_ids.masked_fill(~attention_mask.bool(), config.pad_token_id) if exclude_seen else None
     width = min(top_k, config.num_items - config.num_special_tokens)
     scores, items = chunked_top_k(
         states.float(), vectors.float(), bias.float(), k=width, chunk_size=chunk_size, excluded=excluded,
-        excluded_per_user=seen,
+        excluded_per_user=seen if exclude_seen else None,
     )  # fmt: skip
-    return RecommendationOutput(item_ids=items.masked_fill(torch.isinf(scores), -1), scores=scores)
+    return RecommendationOutput(
+        item_ids=items.masked_fill(torch.isinf(scores), -1),
+        scores=scores,
+        events_given=(seen != config.pad_token_id).sum(dim=1),
+        events_read=attention_mask.sum(dim=1),
+    )
 
 
 def _dense_merge(best_scores, best_items, scores, start: int, k: int):

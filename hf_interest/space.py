@@ -50,6 +50,39 @@ def _split(text) -> list[str]:
     return [token for token in re.split(r"[\s,;]+", str(text).strip()) if token]
 
 
+def load_run_data(run):
+    """
+    The data a run of `hf-interest train` was trained on, loaded again from the dataset its `eval_results.json` names
+    (a run folder, or that file's content as a dict); None when there is none to read (a Hub repo, a run without
+    results).
+    """
+    from .data import load_named_dataset
+
+    if not isinstance(run, dict):
+        results = Path(run) / "eval_results.json"
+        if not results.is_file():
+            return None
+        run = json.loads(results.read_text(encoding="utf-8"))
+    arguments = run.get("arguments", {}).get("data", {})
+    name = arguments.get("dataset")
+    if not name:
+        return None
+    synthetic = {key: arguments[f"synthetic_{key}"] for key in ("num_users", "num_items", "seed")}
+    synthetic = {key: value for key, value in synthetic.items() if value is not None}
+    return load_named_dataset(name, data_dir=arguments.get("data_dir"), synthetic=synthetic)
+
+
+def item_info(data) -> dict[str, dict]:
+    """`{raw item id: {"title", "categories"}}` from a `BehaviorData`'s items table (None / [] where it has none)."""
+    columns = data.items.column_names
+    titles = data.items["title"] if "title" in columns else [None] * len(data.items)
+    categories = data.items["categories"] if "categories" in columns else [None] * len(data.items)
+    return {
+        str(item): {"title": title, "categories": list(item_categories or [])}
+        for item, title, item_categories in zip(data.items["item_id"], titles, categories)
+    }
+
+
 @dataclass
 class SpaceBackend:
     """
@@ -103,21 +136,11 @@ class SpaceBackend:
         return backend
 
     def _read_run_data(self, results: dict) -> None:
-        from .data import load_named_dataset
-
-        arguments = results.get("arguments", {}).get("data", {})
-        name = arguments.get("dataset")
-        if not name:
+        data = load_run_data(results)
+        if data is None:
             return
-        synthetic = {key: arguments[f"synthetic_{key}"] for key in ("num_users", "num_items", "seed")}
-        synthetic = {key: value for key, value in synthetic.items() if value is not None}
-        data = load_named_dataset(name, data_dir=arguments.get("data_dir"), synthetic=synthetic)
         self.data = data
-        columns = data.items.column_names
-        titles = data.items["title"] if "title" in columns else [None] * len(data.items)
-        categories = data.items["categories"] if "categories" in columns else [None] * len(data.items)
-        for item, title, item_categories in zip(data.items["item_id"], titles, categories):
-            self.items[str(item)] = {"title": title, "categories": list(item_categories or [])}
+        self.items.update(item_info(data))
         rows = data.sequences["test"]
         times = rows["timestamps"] if "timestamps" in rows.column_names else [None] * len(rows)
         for user, history, stamps in zip(rows["user_id"][:MAX_USERS_LISTED], rows["item_ids"], times):
@@ -164,10 +187,6 @@ class SpaceBackend:
     def title(self, item: str) -> str:
         return (self.items.get(item) or {}).get("title") or ""
 
-    def _newest(self, items, times):
-        newest = self.model.config.max_position_embeddings
-        return items[-newest:], (times[-newest:] if times is not None else None)
-
     # --- views ------------------------------------------------------------------------------------------------
 
     def user_history(self, user_id) -> tuple[str, str]:
@@ -182,8 +201,9 @@ class SpaceBackend:
         return " ".join(items), " ".join(str(t) for t in times) if times is not None else ""
 
     def recommend(self, items_text, times_text=None, top_k=10, explain_top_k=3) -> list[list]:
-        """Rows `[rank, item_id, title, score, because]`: the top-k (seen items excluded) with their top events."""
-        items, times = self._newest(*self.parse(items_text, times_text))
+        """Rows `[rank, item_id, title, score, because]`: the top-k (every given event's item excluded, as
+        `model.recommend` and evaluation do) with their top events (among the newest events, which the model read)."""
+        items, times = self.parse(items_text, times_text)
         top_k = int(top_k)
         if top_k < 1:
             raise InputError(f"top_k must be at least 1, got {top_k}.")
@@ -590,6 +610,8 @@ __all__ = [
     "InputError",
     "SpaceBackend",
     "build_demo",
+    "item_info",
+    "load_run_data",
     "publish_space",
     "timed_views",
     "trajectory_figure",

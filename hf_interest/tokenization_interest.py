@@ -2,7 +2,9 @@
 
 A recommender checkpoint is useless without the mapping from its embedding rows back to the shop's item ids, so
 `ItemTokenizer` is a `transformers` tokenizer: `save_pretrained` writes it beside the weights, `AutoTokenizer`
-restores it, and it pads and truncates on the left, the way the model reads histories (newest event last).
+restores it, and it pads on the left, the way the model reads histories (newest event last). Like transformers'
+tokenizers it truncates only when asked (`truncation=True` or `max_length`), and then on the left: a history goes to
+`model.recommend` whole, so that every event of it counts as seen while the model reads the newest ones.
 
 Indices 0, 1 and 2 are [PAD], [UNK] and [MASK]; real items follow in the order the vocabulary was built with.
 Unknown item ids map to [UNK] and are counted (`num_unknown_items`), never crashed on.
@@ -45,7 +47,7 @@ class ItemTokenizer(PreTrainedTokenizer):
         items (iterable of `str`, *optional*):
             Raw item ids to build the vocabulary from, when there is no `vocab_file` (see `from_items`).
         model_max_length (`int`, defaults to 200):
-            Longest history returned; longer ones keep their newest events.
+            The longest history the model reads (`max_position_embeddings`): the length `truncation=True` keeps.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -222,17 +224,23 @@ class ItemTokenizer(PreTrainedTokenizer):
         timestamps: Sequence | Sequence[Sequence] | None = None,
         max_length: int | None = None,
         return_tensors: str | None = None,
+        truncation: bool = False,
         **kwargs,
     ) -> BatchEncoding:
         """
-        Encodes one history (a list of raw item ids) or a batch of them: left padding to the longest, truncation to
-        the newest `max_length` events.
+        Encodes one history (a list of raw item ids) or a batch of them: left padding to the longest, every event
+        kept unless truncation is asked for.
+
+        `model.recommend(**tok(history))` takes the whole history (it reads the newest `max_position_embeddings`
+        events and excludes all of them); the model's `forward` reads at most `max_position_embeddings` positions, so
+        pass `truncation=True` for it when histories may be longer.
 
         Args:
             histories: a list of raw item ids (one user, oldest first) or a list of such lists.
             timestamps (*optional*): event times in integer seconds, shaped like `histories`; padded with 0.
-            max_length (`int`, *optional*): defaults to `model_max_length`.
+            max_length (`int`, *optional*): keep the newest `max_length` events of each history.
             return_tensors (`str`, *optional*): `"pt"` for torch tensors, `"np"` for numpy, else lists.
+            truncation (`bool`, defaults to `False`): keep the newest `max_length` (default `model_max_length`) events.
 
         Returns:
             `BatchEncoding` with `input_ids`, `attention_mask` and, when given, `timestamps`, each
@@ -240,8 +248,8 @@ class ItemTokenizer(PreTrainedTokenizer):
         """
         if kwargs:
             raise TypeError(
-                f"ItemTokenizer() got unexpected arguments {sorted(kwargs)}; it pads left and truncates to the newest "
-                "events by itself."
+                f"ItemTokenizer() got unexpected arguments {sorted(kwargs)}; it pads left by itself, and keeps the "
+                "newest events with truncation=True or max_length."
             )
         if isinstance(histories, str):
             raise ValueError(
@@ -254,9 +262,11 @@ class ItemTokenizer(PreTrainedTokenizer):
             time_batch = [timestamps] if single else list(timestamps)
             if len(time_batch) != len(batch) or any(len(t) != len(h) for t, h in zip(time_batch, batch)):
                 raise ValueError("timestamps must have the same shape as histories: one time per event.")
-        max_length = self.model_max_length if max_length is None else max_length
-
-        encoded = [self.encode_items(history)[-max_length:] if max_length > 0 else [] for history in batch]
+        if max_length is None and truncation:
+            max_length = self.model_max_length
+        encoded = [self.encode_items(history) for history in batch]
+        if max_length is not None:
+            encoded = [row[-max_length:] if max_length > 0 else [] for row in encoded]
         width = max((len(row) for row in encoded), default=0)
         pad = self._item_to_index[self.pad_token]
         data = {

@@ -374,7 +374,6 @@ def test_leave_one_out_beats_the_random_explainer_on_deletion(next_item, tokeniz
         (["i3", "i5"], {"method": "shap"}, "Unknown method 'shap'"),
         (["i3", "i5"], {"target": "zzz"}, "target item 'zzz'"),
         (["i3", "i5"], {"top_k": 0}, "top_k"),
-        (["i3"] * 30, {}, "reads at most 24"),
     ],
 )
 def test_bad_input_is_a_clear_error(next_item, tokenizer, history, kwargs, message):
@@ -420,10 +419,17 @@ def test_cli_explain_table_json_and_plot(tiny_run, tmp_path, capsys):
     assert main([*argv, "--output", str(png)]) == 0
     table = capsys.readouterr().out
     assert "explained: item" in table and "attribution" in table and "counterfactual" in table
+    # titles come from the run's own data, as the Space shows them (no --item_titles needed)
+    from hf_interest.space import item_info, load_run_data
+
+    titles = {item: info["title"] for item, info in item_info(load_run_data(tiny_run)).items()}
+    assert all(titles[item] in table for item in history if f" {item} " in table)
+    assert sum(titles[item] in table for item in history) >= 3
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main([*argv, "--json", "--method", "integrated_gradients"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["method"] == "integrated_gradients" and len(result["events"]) == 3
+    assert all(event["title"] == titles[event["item_id"]] for event in result["events"])
     assert result["diagnostics"]["relative_completeness_gap"] <= 1e-2
     if result["counterfactual"]["found"]:
         assert result["counterfactual"]["verified"]
@@ -434,3 +440,35 @@ def test_cli_explain_table_json_and_plot(tiny_run, tmp_path, capsys):
 def test_model_card_says_how_to_explain(tiny_run):
     card = (tiny_run / "README.md").read_text()
     assert "## Explanations" in card and "hf-interest explain" in card and "explain=True" in card
+
+
+def test_a_history_longer_than_the_model_reads_is_explained_over_its_newest_events(next_item, tokenizer):
+    """#33: the events explained are the newest max_position_embeddings (what the model scored), and the top-1 and the
+    counterfactual's check exclude every event given, as recommend and evaluation do."""
+    newest = next_item.config.max_position_embeddings
+    # the six oldest events are items found only in the part the model does not read; three items are never seen
+    history = ITEMS[:6] + [ITEMS[6 + step % 8] for step in range(newest)]
+    times = [1_600_000_000 + 60 * step for step in range(len(history))]
+    long = explain(next_item, tokenizer, history, times)
+    short = explain(next_item, tokenizer, history[-newest:], times[-newest:], target=long.target)
+    assert [event["item_id"] for event in long.events] == history[-newest:]
+    torch.testing.assert_close(long.attributions, short.attributions)
+    assert long.diagnostics["events_given"] == len(history) and long.diagnostics["events_read"] == newest
+    assert long.target not in history  # the six oldest items stay seen
+    served = next_item.recommend(**tokenizer([history], timestamps=[times], return_tensors="pt"), top_k=1)
+    assert tokenizer.decode_items(served.item_ids[0].tolist()) == [long.target]
+    found = counterfactual(next_item, tokenizer, history, times)
+    assert found.new is None or found.new not in history
+
+
+def test_time_axis_labels_read_as_time():
+    from datetime import datetime, timezone
+
+    from hf_interest.explain import time_axis_format
+
+    start = datetime(1997, 12, 4, 15, 55, 0, tzinfo=timezone.utc)
+    seconds = time_axis_format(start, start.replace(second=49))
+    assert seconds == ("%H:%M:%S", "time (UTC, 1997-12-04)")
+    assert f"{start.replace(second=49):{seconds[0]}}" == "15:55:49"  # not matplotlib's "55:49.000000"
+    assert time_axis_format(start, start.replace(hour=23))[0] == "%b %d %H:%M"
+    assert time_axis_format(start, datetime(1998, 3, 1, tzinfo=timezone.utc)) == ("%Y-%m-%d", "date (UTC)")

@@ -36,7 +36,7 @@ def test_vectors_are_the_forward_pass_states(setup):
     mean = interest_vectors(model, tokenizer, histories, times, pooling="mean")
     assert last.shape == (5, model.config.hidden_size) and last.dtype == np.float32
     for i in range(5):
-        batch = tokenizer([histories[i]], timestamps=[times[i]], return_tensors="pt")
+        batch = tokenizer([histories[i]], timestamps=[times[i]], return_tensors="pt", truncation=True)
         with torch.no_grad():
             states = model.model(**batch).last_hidden_state[0]
         np.testing.assert_allclose(last[i], states[-1].numpy(), rtol=1e-5, atol=1e-5)

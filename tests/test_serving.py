@@ -169,7 +169,7 @@ def test_handler_imports_only_numpy_onnxruntime_and_the_standard_library(endpoin
     modules |= {
         node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
-    assert modules <= {"__future__", "json", "os", "collections", "numpy", "onnxruntime"}, modules
+    assert modules <= {"__future__", "json", "logging", "os", "collections", "numpy", "onnxruntime"}, modules
 
 
 def test_handler_answers_as_the_pipeline(endpoint, tiny_run):

@@ -37,11 +37,7 @@ def _fixtures(backend, count=3):
 
 
 def _expected_top(backend, user, top_k=5):
-    items, times = backend.users[user]
-    items, times = (
-        items[-backend.model.config.max_position_embeddings :],
-        times[-backend.model.config.max_position_embeddings :],
-    )
+    items, times = backend.users[user]  # the whole history: recommend reads the newest events and excludes all
     encoded = backend.tokenizer([items], timestamps=[times], return_tensors="pt")
     output = backend.model.recommend(**encoded, top_k=top_k)
     return backend.tokenizer.decode_items(output.item_ids[0].tolist()), output.scores[0].tolist()

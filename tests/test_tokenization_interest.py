@@ -33,8 +33,11 @@ def test_single_history_and_batch_are_left_padded(tokenizer):
     assert batch["input_ids"].dtype == torch.long
 
 
-def test_truncation_keeps_the_newest_events(tokenizer):
-    out = tokenizer([["a", "b", "c", "42", "d", "a"]], timestamps=[[1, 2, 3, 4, 5, 6]])
+def test_truncation_keeps_the_newest_events_only_when_asked(tokenizer):
+    history, times = ["a", "b", "c", "42", "d", "a"], [1, 2, 3, 4, 5, 6]
+    whole = tokenizer([history], timestamps=[times])  # every event: recommend excludes all of them
+    assert whole["input_ids"] == [[3, 4, 5, 6, 7, 3]] and whole["timestamps"] == [times]
+    out = tokenizer([history], timestamps=[times], truncation=True)
     assert out["input_ids"] == [[5, 6, 7, 3]]  # model_max_length=4: the last four
     assert out["timestamps"] == [[3, 4, 5, 6]]
     assert tokenizer([["a", "b", "c"]], max_length=2)["input_ids"] == [[4, 5]]

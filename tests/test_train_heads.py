@@ -561,3 +561,31 @@ def test_a_published_head_loads_with_its_auto_class_and_remote_code(run, auto_cl
     out = json.loads(remote.stdout.strip().splitlines()[-1])
     assert out["class"].endswith(head.__name__) and not out["class"].startswith("hf_interest")
     torch.testing.assert_close(torch.tensor(out["logits"]), expected)
+
+
+@pytest.mark.parametrize("max_length", [12, 32])  # 12: most sequences are longer than the model reads
+def test_forecast_serves_what_evaluation_scored(synthetic, max_length):
+    """#33: `model.forecast` on a user's events up to position e gives the distribution evaluation scored at e, for
+    every position of a sequence the model reads whole. Of a longer sequence, evaluation scores one window (its newest
+    max_length + 1 events) and a position's history starts at the window, so it reads fewer events than serving on the
+    user's history up to it would (README states it); those positions are counted, not compared."""
+    model = synthetic["model"]
+    model.config.max_position_embeddings = max_length  # what a model trained with --max_length reads
+    try:
+        evaluation, _ = _evaluate(synthetic, max_length)
+        sequences = synthetic["sequences"]
+        checked = {"whole": 0, "window": 0}
+        for prediction, row, event in zip(evaluation.predictions, evaluation.rows, evaluation.event_index):
+            sequence = sequences[row]
+            length = len(sequence["input_ids"])
+            kind = "whole" if length <= max_length + 1 else "window"
+            checked[kind] += 1
+            if kind == "window":
+                continue
+            history = sequence["input_ids"][: event + 1]
+            times = sequence["timestamps"][: event + 1]
+            served = model.forecast(torch.tensor([history]), timestamps=torch.tensor([times]))[0]
+            np.testing.assert_allclose(served.detach().numpy(), prediction, rtol=1e-5, atol=1e-6)
+        assert checked["whole"] > 0 and (checked["window"] > 0) == (max_length < 30)
+    finally:
+        model.config.max_position_embeddings = 32
