@@ -67,8 +67,11 @@ def load_run_data(run):
     name = arguments.get("dataset")
     if not name:
         return None
-    synthetic = {key: arguments[f"synthetic_{key}"] for key in ("num_users", "num_items", "seed")}
-    synthetic = {key: value for key, value in synthetic.items() if value is not None}
+    synthetic = {
+        key.removeprefix("synthetic_"): value
+        for key, value in arguments.items()
+        if key.startswith("synthetic_") and value is not None
+    }
     return load_named_dataset(name, data_dir=arguments.get("data_dir"), synthetic=synthetic)
 
 

@@ -12,10 +12,19 @@ The generative process (all numpy, vectorised over users; the only Python loop i
 - An event draws a category from `theta`, then an item of that category by popularity; the time gap to the
   previous event is `1 + Exponential(mean_gap_seconds)` seconds (at least one second, so events of a user never
   tie and deduplication never removes one).
+- Item-to-item structure (sequels, series, accessories, the next episode), when `successor_probability > 0`: every
+  item has `num_successors` successor items with fixed weights `1/j` (normalised); after the first event, with
+  probability `successor_probability` the next item is drawn from the previous item's successors instead of from
+  the regime. The regime (drift and switches) evolves the same either way.
 
 Ground truth: for every event, the distribution of the category of the user's *next* event given the latent state
 after this event. Marginalising the switch (whose fresh `A` has the uniform distribution as mean) gives exactly
-`(1 - s) * ((1 - w') A + w' B) + s / K` with `w' = min(w + drift_rate, 1)`. No model that sees only the history can
+`(1 - s) * ((1 - w') A + w' B) + s / K` with `w' = min(w + drift_rate, 1)` (with successors: that law times
+`1 - successor_probability`, plus `successor_probability` times the categories of this event's item's successors).
+`next_item_probs` gives the whole next-item law the same way (regime part times the within-category popularity,
+plus the successor part): ranked with the evaluation's exclusions, it is the optimum a next-item model is scored
+against (`oracle_scores`; it knows the latent regime, which a model can only infer from the history, so it is an
+upper bound). No model that sees only the history can
 beat it in expectation, so it is the ceiling to compare a category forecast (or an item model, through categories)
 against. `next_category_probs` is aligned with the rows of `events`; `target_category_probs(split)` looks it up
 for the targets of a split built from these events. `next_k_category_probs(k)` is the same ceiling for the category
@@ -71,6 +80,11 @@ class SyntheticConfig:
         seed: Random seed; the same seed gives the same data, bit for bit.
         ground_truth: Compute `next_category_probs` and keep the latent state (`latent`, for
             `next_k_category_probs`); turn off for very large benchmarks: it is `events x K` floats and more.
+        successor_probability: Probability that an event after the first is drawn from the previous item's
+            successors rather than from the regime (0: no item-to-item structure, the data of earlier versions).
+        num_successors: Successors per item (weights `1/j`, normalised), when `successor_probability > 0`.
+        successor_same_category: Probability that a successor is drawn from its item's own primary category (by
+            popularity) rather than uniformly from the whole catalogue.
     """
 
     num_users: int = 1000
@@ -88,6 +102,9 @@ class SyntheticConfig:
     start_spread_seconds: int = 30 * 86_400
     seed: int = 0
     ground_truth: bool = True
+    successor_probability: float = 0.0
+    num_successors: int = 3
+    successor_same_category: float = 0.5
 
     def __post_init__(self):
         positive = ("num_users", "num_items", "num_categories", "min_events", "max_events", "concentration")
@@ -103,7 +120,15 @@ class SyntheticConfig:
                 f"SyntheticConfig.num_items ({self.num_items}) must be at least num_categories "
                 f"({self.num_categories}) so that every category has an item."
             )
-        for name in ("drift_rate", "switch_probability", "secondary_category_probability"):
+        if self.num_successors < 1:
+            raise ValueError(f"SyntheticConfig.num_successors must be at least 1, got {self.num_successors!r}.")
+        for name in (
+            "drift_rate",
+            "switch_probability",
+            "secondary_category_probability",
+            "successor_probability",
+            "successor_same_category",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SyntheticConfig.{name} must be in [0, 1], got {getattr(self, name)!r}.")
         if self.mean_gap_seconds < 0 or self.start_spread_seconds < 0:
@@ -173,6 +198,10 @@ class SyntheticInterestData:
             `i` is row `i`), e.g. for one-hot item -> category weights `np.eye(K)[primary_category_index]`
             (reindex by the vocabulary for model inputs: `ItemTokenizer` indices are not raw ids).
         latent: The latent state of every event (`SyntheticLatentState`); `None` if `config.ground_truth` is off.
+        within_category_probability: `(num_items,)` float64: P(item | its primary category), the popularity law an
+            event of that category draws its item from.
+        successors: `(num_items, num_successors)` int64 raw item ids, or None without item-to-item structure.
+        successor_weights: `(num_successors,)` float64, the probability of each successor slot, or None.
     """
 
     config: SyntheticConfig
@@ -184,6 +213,9 @@ class SyntheticInterestData:
     user_major: np.ndarray
     primary_category_index: np.ndarray | None = None
     latent: SyntheticLatentState | None = None
+    within_category_probability: np.ndarray | None = None
+    successors: np.ndarray | None = None
+    successor_weights: np.ndarray | None = None
 
     def to_behavior_data(self, split="leave_one_out", cleaning: CleaningConfig | None = None):
         """Run the events through `load_behaviors` (the same path as real data).
@@ -229,6 +261,62 @@ class SyntheticInterestData:
         rows = self.user_major[self.user_offsets[users] + history - 1]
         return self.next_category_probs[rows]
 
+    def next_item_probs(self, dataset, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """
+        The exact law of the target item of rows `start:stop` of an evaluation split, given the latent state after
+        the row's last history event: with `p = successor_probability`, `s = switch_probability`,
+        `w' = min(w + drift_rate, 1)` and the previous item `j`,
+
+            P(i) = (1 - p) * [(1 - s) ((1 - w') A + w' B) + s / K]_{c(i)} * P(i | c(i)) + p * S(j, i),
+
+        where `c(i)` is the item's primary category, `P(i | c)` its popularity within it
+        (`within_category_probability`) and `S(j, i)` the weight of `i` among `j`'s successors. The switch
+        marginalises as in `next_category_probs` (a fresh regime's mean is uniform), and the successor draw is
+        independent of the regime. Valid for splits of `to_behavior_data()` without filtering (as
+        `target_category_probs`).
+
+        Args:
+            dataset: An evaluation split (`user_id`, `item_ids`).
+            start, stop: The rows to compute (a batch: the result is `rows x num_items`).
+
+        Returns:
+            `(rows, num_items)` float64, columns indexed by raw item id; rows sum to 1.
+        """
+        if self.latent is None:
+            raise ValueError("This synthetic data was generated with ground_truth=False: no latent state is stored.")
+        table = dataset_table(dataset).slice(start, None if stop is None else stop - start)
+        users = pc.cast(table.column("user_id"), pa.int64()).to_numpy()
+        history = pc.list_value_length(table.column("item_ids")).to_numpy()
+        if (history < 1).any():
+            raise ValueError("Every row needs at least one history event to have a ground-truth prediction.")
+        lengths = np.diff(self.user_offsets)
+        known = (users >= 0) & (users < len(lengths))
+        fits = known & (history <= np.where(known, lengths[np.where(known, users, 0)], 0))
+        rows = self.user_major[self.user_offsets[np.where(fits, users, 0)] + np.where(fits, history, 1) - 1]
+        items = self.events.column("item_id").to_numpy()
+        histories = table.column("item_ids").combine_chunks()
+        offsets = histories.offsets.to_numpy()  # of a slice: absolute, while flatten() starts at offsets[0]
+        last = pc.cast(histories.flatten(), pa.int64()).to_numpy()[offsets[1:] - offsets[0] - 1]
+        if not fits.all() or not np.array_equal(items[rows], last):
+            raise ValueError(
+                "The split's histories are not prefixes of these generated events (filtered, capped or from another "
+                "world): its rows cannot be matched to a latent state. Build it with to_behavior_data() unfiltered."
+            )
+        config, latent = self.config, self.latent
+        s, rho, K = config.switch_probability, config.drift_rate, config.num_categories
+        w_next = np.minimum(latent.drift_weight[rows].astype(np.float64) + rho, 1.0)[:, None]
+        regime = latent.regime[rows]
+        categories = (1.0 - s) * ((1.0 - w_next) * latent.regime_a[regime] + w_next * latent.regime_b[regime]) + s / K
+        primary = self.primary_category_index
+        probs = categories[:, primary] * self.within_category_probability[None, :]  # (rows, N)
+        if self.successors is not None:
+            p = config.successor_probability
+            probs *= 1.0 - p
+            previous = items[rows]
+            for slot, weight in enumerate(self.successor_weights):
+                np.add.at(probs, (np.arange(len(rows)), self.successors[previous, slot]), p * weight)
+        return probs
+
     def next_k_category_probs(self, k: int) -> np.ndarray:
         """Expected category mix of the user's next `k` events given the latent state after each event.
 
@@ -262,6 +350,13 @@ class SyntheticInterestData:
             `(num_events, K)` float32, aligned with `events`; rows sum to 1.
         """
         self._check_latent("next_k_category_probs", k)
+        if self.successors is not None and k > 1:
+            raise ValueError(
+                "next_k_category_probs is derived for k = 1 only when successor_probability > 0 (a chain of "
+                "successors makes the next k events depend on each other's items); use next_category_probs."
+            )
+        if self.successors is not None:
+            return self.next_category_probs
         return self._next_k_mix(k, self.latent.event_a, self.latent.event_b)
 
     def _check_latent(self, name: str, k) -> None:
@@ -314,6 +409,8 @@ class SyntheticInterestData:
             `(num_events, K)` float32, aligned with `events`; rows sum to 1.
         """
         self._check_latent("informed_next_k_category_probs", k)
+        if self.successors is not None:
+            raise ValueError("informed_next_k_category_probs is derived for data without successors only.")
         K, alpha = self.config.num_categories, self.config.concentration
         category = pc.index_in(self.events.column("category"), value_set=pa.array(self.category_names))
         category = category.to_numpy(zero_copy_only=False).astype(np.int64)  # (events,) category index
@@ -388,6 +485,23 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
         position = np.minimum(position, category_start[categories + 1] - 1)
         return by_category[position]
 
+    # P(item | its primary category): the Zipf weight over its category's total, indexed by raw item id.
+    within_probability = np.empty(n_items)
+    within_probability[by_category] = weight / total[sorted_category]
+
+    # Item-to-item structure: each item's successors (drawn only when used, so data without it is unchanged).
+    p_follow, successors, successor_weights = config.successor_probability, None, None
+    if p_follow > 0:
+        m = config.num_successors
+        successor_weights = 1.0 / np.arange(1, m + 1)
+        successor_weights /= successor_weights.sum()
+        own = np.repeat(primary, m)
+        same = rng.random(n_items * m) < config.successor_same_category
+        drawn = np.where(same, sample_items(own), rng.integers(0, n_items, n_items * m))
+        itself = drawn == np.repeat(np.arange(n_items), m)
+        drawn[itself] = (drawn[itself] + 1) % n_items  # never an item's own successor
+        successors = drawn.reshape(n_items, m)
+
     # Users.
     lengths = rng.integers(config.min_events, config.max_events + 1, n_users)
     alpha = np.full(K, config.concentration)
@@ -404,6 +518,7 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
     num_regimes = n_users
 
     out_user, out_step, out_time, out_item, out_truth, out_regime, out_w = [], [], [], [], [], [], []
+    previous = None  # each user's item at the last step
     for step in range(config.max_events):  # loop over time steps; each step is vectorised over users
         if step > 0:
             switch = rng.random(n_users) < s
@@ -422,6 +537,11 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
         theta = (1.0 - weight_w)[:, None] * regime_a + weight_w[:, None] * regime_b
         categories = _categorical(rng, theta)
         items = sample_items(categories)
+        if successors is not None and step > 0:  # a sequel, the next episode: from the previous item's successors
+            follow = rng.random(n_users) < p_follow
+            choice = rng.choice(len(successor_weights), size=n_users, p=successor_weights)
+            items = np.where(follow, successors[previous, choice], items)
+        previous = items
         active = np.flatnonzero(step < lengths)
         out_user.append(active)
         out_step.append(np.full(len(active), step, dtype=np.int32))
@@ -430,7 +550,13 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
         if config.ground_truth:
             w_next = np.minimum(weight_w[active] + rho, 1.0)[:, None]
             drifted = (1.0 - w_next) * regime_a[active] + w_next * regime_b[active]
-            out_truth.append(((1.0 - s) * drifted + s / K).astype(np.float32))
+            truth = (1.0 - s) * drifted + s / K
+            if successors is not None:  # the next event follows this event's item with probability p_follow
+                followed = np.zeros_like(truth)
+                for j, weight_j in enumerate(successor_weights):
+                    np.add.at(followed, (np.arange(len(active)), primary[successors[items[active], j]]), weight_j)
+                truth = (1.0 - p_follow) * truth + p_follow * followed
+            out_truth.append(truth.astype(np.float32))
             out_regime.append(regime_id[active])
             out_w.append(weight_w[active].astype(np.float32))
 
@@ -502,4 +628,7 @@ def generate_synthetic_interests(config: SyntheticConfig | None = None, **overri
         user_major=user_major,
         primary_category_index=primary.astype(np.int64),
         latent=latent,
+        within_category_probability=within_probability,
+        successors=successors,
+        successor_weights=successor_weights,
     )

@@ -2,7 +2,9 @@
 
 - `ranks_from_scores` / `ranking_metrics_from_ranks` / `RankingAccumulator`: full-ranking HR@K, NDCG@K, MRR@K in torch
   (see `ranking.py` for the protocol: strict ranks, `exclude_seen`, finite scores only).
-- `PopularityRecommender`: the most-popular baseline, scored by the same code.
+- `PopularityRecommender`: the most-popular baseline, scored by the same code; `HistoryCategoryRecommender` and
+  `TransitionRecommender`: the history's category mix and first-order transitions, two more baselines without
+  training; `synthetic_oracle_scores`: the known optimum of the synthetic world.
 - `format_results_table`: results beside the baseline, headed by the protocol.
 - `RANKING_METRIC_PATH`: the same metric as an `evaluate` module, `evaluate.load(RANKING_METRIC_PATH)`.
 - `click_metrics` / `roc_auc` / `log_loss` / `group_auc`: click-prediction metrics in torch, and `CLICK_METRIC_PATH`,
@@ -13,6 +15,7 @@
 
 from pathlib import Path
 
+from .baselines import HistoryCategoryRecommender, TransitionRecommender, synthetic_oracle_scores
 from .click import click_metrics, group_auc, log_loss, roc_auc
 from .click_baseline import PopularityClickBaseline
 from .faithfulness import curve_auc, faithfulness_summary
@@ -45,8 +48,11 @@ __all__ = [
     "DEFAULT_KS",
     "RANKING_METRIC_PATH",
     "RANK_DEFINITION",
+    "HistoryCategoryRecommender",
     "PopularityClickBaseline",
     "PopularityRecommender",
+    "TransitionRecommender",
+    "synthetic_oracle_scores",
     "RankingAccumulator",
     "click_metrics",
     "curve_auc",

@@ -64,6 +64,13 @@ class DataArguments:
     synthetic_num_users: int = field(default=1000, metadata={"help": "Users of the synthetic dataset."})
     synthetic_num_items: int = field(default=500, metadata={"help": "Items of the synthetic dataset."})
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset."})
+    synthetic_successor_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "Item-to-item structure of the synthetic dataset: the probability that an event follows the "
+            "previous item's successors (sequels, series) rather than the user's category taste (0: none)."
+        },
+    )
     split: str | None = field(
         default=None,
         metadata={
@@ -138,6 +145,10 @@ class DataArguments:
             if value is not None and not Path(value).expanduser().is_file():
                 raise FileNotFoundError(f"--{name} {missing_path_message(value)}")
         _check_positive(self, "max_length", "synthetic_num_users", "synthetic_num_items", "click_negatives")
+        if not 0.0 <= self.synthetic_successor_probability <= 1.0:
+            raise ValueError(
+                f"--synthetic_successor_probability must be in [0, 1], got {self.synthetic_successor_probability}."
+            )
         if self.k_core < 0:
             raise ValueError(f"--k_core must be 0 (off) or a positive count of events, got {self.k_core}.")
         _check_choice("split", self.split, (None, "leave_one_out", "by_user"))

@@ -29,6 +29,7 @@ def load_data(data_args: DataArguments, task: str = "next-item"):
         "num_users": data_args.synthetic_num_users,
         "num_items": data_args.synthetic_num_items,
         "seed": data_args.synthetic_seed,
+        "successor_probability": data_args.synthetic_successor_probability,
     }
     data = load_named_dataset(
         data_args.dataset,

@@ -90,6 +90,7 @@ def evaluate_next_item(
     show_progress: bool = False,
     use_timestamps: bool = True,
     gather_ranks=None,
+    baselines: Mapping[str, object] | None = None,
 ) -> dict[str, dict]:
     """
     Full-ranking evaluation of a next-item model and the popularity baseline, with seen items excluded and included.
@@ -108,18 +109,23 @@ def evaluate_next_item(
             timestamps are all zero).
         gather_ranks (callable, *optional*): applied once at the end to each process's ranks (all of its users), for
             processes that read different numbers of batches (streaming); instead of `accelerator`'s per-batch gather.
+        baselines (mapping, *optional*): more scorers ranked beside the model on the same batches, by name:
+            `scorer(input_ids, attention_mask) -> (B, N)` (e.g. `hf_interest.metrics.TransitionRecommender`).
 
     Returns:
-        `{"exclude_seen": {"model": metrics, "popularity": metrics, "protocol": protocol}, "include_seen": {...}}`.
+        `{"exclude_seen": {"model": metrics, "popularity": metrics, <baseline name>: metrics, ..., "protocol":
+        protocol}, "include_seen": {...}}`.
     """
     special = list(range(num_special_tokens))
     gather = accelerator.gather_for_metrics if accelerator is not None else None
+    baselines = dict(baselines or {})
+    names = ("model", "popularity", *baselines)
     accumulators = {
         (variant, name): RankingAccumulator(
             ks, exclude_seen=variant == "exclude_seen", ignore_index=special, split=split
         )
         for variant in ("exclude_seen", "include_seen")
-        for name in ("model", "popularity")
+        for name in names
     }
     was_training = model.training
     model.eval()
@@ -128,8 +134,10 @@ def evaluate_next_item(
         if use_timestamps and "timestamps" in batch:
             inputs["timestamps"] = batch["timestamps"]
         scores = model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (B, N)
-        baseline = popularity.full_sort_scores(scores.shape[0], device=scores.device)
-        for name, matrix in (("model", scores), ("popularity", baseline)):
+        scored = {"model": scores, "popularity": popularity.full_sort_scores(scores.shape[0], device=scores.device)}
+        for name, scorer in baselines.items():
+            scored[name] = scorer(batch["input_ids"], batch["attention_mask"]).float()
+        for name, matrix in scored.items():
             # both protocols from one pass over the (B, N) scores
             ranks = ranks_under_both_protocols(matrix, batch["labels"], batch["seen"], ignore_index=special)
             for variant, variant_ranks in zip(("exclude_seen", "include_seen"), ranks, strict=True):
@@ -143,11 +151,8 @@ def evaluate_next_item(
             accumulators[key] = gathered
     results = {}
     for variant in ("exclude_seen", "include_seen"):
-        results[variant] = {
-            "model": accumulators[(variant, "model")].compute(),
-            "popularity": accumulators[(variant, "popularity")].compute(),
-            "protocol": accumulators[(variant, "model")].protocol,
-        }
+        results[variant] = {name: accumulators[(variant, name)].compute() for name in names}
+        results[variant]["protocol"] = accumulators[(variant, "model")].protocol
     return results
 
 
