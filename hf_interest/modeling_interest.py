@@ -1556,6 +1556,16 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         return _read_newest(self.config, self.item_head.bias.device, input_ids, attention_mask, timestamps, note)
 
 
+def _shaped_like(input_ids: torch.Tensor, value, name: str) -> torch.Tensor:
+    """`value` as a `(batch_size, seq_len)` tensor on `input_ids`' device (one history may come as `(seq_len,)`)."""
+    value = torch.as_tensor(value, device=input_ids.device)
+    if value.dim() == 1:
+        value = value[None, :]
+    if value.shape != input_ids.shape:
+        raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has {tuple(input_ids.shape)}.")
+    return value
+
+
 def _read_newest(
     config, device, input_ids, attention_mask, timestamps, note: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -1571,22 +1581,9 @@ def _read_newest(
     input_ids = input_ids.long()
     if attention_mask is None:
         attention_mask = input_ids != config.pad_token_id
-    attention_mask = torch.as_tensor(attention_mask, device=device)
-    if attention_mask.dim() == 1:
-        attention_mask = attention_mask[None, :]
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
-        )
-    attention_mask = attention_mask.bool()
+    attention_mask = _shaped_like(input_ids, attention_mask, "attention_mask").bool()
     if timestamps is not None:
-        timestamps = torch.as_tensor(timestamps, device=device)
-        if timestamps.dim() == 1:
-            timestamps = timestamps[None, :]
-        if timestamps.shape != input_ids.shape:
-            raise ValueError(
-                f"timestamps has shape {tuple(timestamps.shape)} but input_ids has {tuple(input_ids.shape)}."
-            )
+        timestamps = _shaped_like(input_ids, timestamps, "timestamps")
         if timestamps.dtype.is_floating_point and not torch.isfinite(timestamps[attention_mask]).all():
             raise ValueError("timestamps must be finite numbers of seconds at every real position.")
         timestamps = timestamps.long()
