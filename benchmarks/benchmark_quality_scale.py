@@ -85,12 +85,9 @@ def score_run(run: Path) -> dict:
     data = load_data(data_args)
     encoded, _ = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
     popularity = popularity_baseline(encoded["train"], len(tokenizer), tokenizer.num_special_tokens)
-    column = "primary_category" if "primary_category" in data.items.column_names else "categories"
-    if column == "primary_category":
-        data_items = data.items.map(lambda row: {"primary_list": [row["primary_category"]]})
-        weights, _, _ = category_weight_matrix(data_items, tokenizer, column="primary_list")
-    else:
-        weights, _, _ = category_weight_matrix(data.items, tokenizer)
+    # the synthetic world draws an event's item by its primary category (listed first); other logs: every category
+    primary_only = "primary_category" in data.items.column_names
+    weights, _, _ = category_weight_matrix(data.items, tokenizer, primary_only=primary_only)
     baselines = {
         "transition": TransitionRecommender.from_sequences(encoded["train"]["input_ids"], len(tokenizer), popularity),
         "history_category": HistoryCategoryRecommender(weights, popularity),

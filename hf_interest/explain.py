@@ -1014,8 +1014,8 @@ __all__ = [
     "curve_auc",
     "explain",
     "explain_recommendations",
-    "time_axis_format",
     "faithfulness",
     "interest_weights",
     "plot_explanation",
+    "time_axis_format",
 ]

@@ -300,12 +300,10 @@ class DeletionLedger:
             entries.append(entry)
         return entries
 
-    def legacy_entries(self) -> list[dict]:
-        """The unkeyed (reversible) lines of an older ledger."""
-        return [entry for entry in self.entries() if "user_hmac" not in entry]
-
     def _check_key(self) -> None:
-        keyed = {entry["key_id"] for entry in self.entries() if "user_hmac" in entry}
+        entries = self.entries()
+        keyed = {entry["key_id"] for entry in entries if "user_hmac" in entry}
+        legacy = sum("user_hmac" not in entry for entry in entries)
         if keyed and self.key is None:
             raise ValueError(
                 f"{self.path} records forgotten users under a secret key, and no key was found ({_key_places()}). "
@@ -318,13 +316,13 @@ class DeletionLedger:
                 f"id {self.key.key_id}: a wrong key would recognise none of the users already forgotten. Use the key "
                 f"file the first `forget` created ({_key_places()})."
             )
-        if self.legacy_entries():
+        if legacy:
             logger.warning(
                 "%s holds %d lines written by an older version as an unkeyed SHA-256 of the user id: anyone with the "
                 "run folder can recover those users by hashing every plausible id. `hf-interest forget` rewrites "
                 "them under a secret key.",
                 self.path,
-                len(self.legacy_entries()),
+                legacy,
             )
 
     def _keyed(self, user, forgotten_at, shard) -> dict:
@@ -375,12 +373,12 @@ class DeletionLedger:
         Returns:
             `dict`: `{"upgraded": n, "dropped": m}`.
         """
-        legacy = self.legacy_entries()
-        if not legacy:
+        entries = self.entries()
+        if all("user_hmac" in entry for entry in entries):
             return {"upgraded": 0, "dropped": 0}
         by_hash = {user_hash(user): str(user) for user in user_ids}
         lines, upgraded, dropped = [], 0, 0
-        for entry in self.entries():
+        for entry in entries:
             if "user_hmac" in entry:
                 lines.append(entry)
             elif entry["user_hash"] in by_hash:

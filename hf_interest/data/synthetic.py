@@ -23,7 +23,7 @@ after this event. Marginalising the switch (whose fresh `A` has the uniform dist
 `1 - successor_probability`, plus `successor_probability` times the categories of this event's item's successors).
 `next_item_probs` gives the whole next-item law the same way (regime part times the within-category popularity,
 plus the successor part): ranked with the evaluation's exclusions, it is the optimum a next-item model is scored
-against (`oracle_scores`; it knows the latent regime, which a model can only infer from the history, so it is an
+against (`hf_interest.metrics.synthetic_oracle_scores`; it knows the latent regime, which a model can only infer from the history, so it is an
 upper bound). No model that sees only the history can
 beat it in expectation, so it is the ceiling to compare a category forecast (or an item model, through categories)
 against. `next_category_probs` is aligned with the rows of `events`; `target_category_probs(split)` looks it up
@@ -291,8 +291,9 @@ class SyntheticInterestData:
             raise ValueError("Every row needs at least one history event to have a ground-truth prediction.")
         lengths = np.diff(self.user_offsets)
         known = (users >= 0) & (users < len(lengths))
-        fits = known & (history <= np.where(known, lengths[np.where(known, users, 0)], 0))
-        rows = self.user_major[self.user_offsets[np.where(fits, users, 0)] + np.where(fits, history, 1) - 1]
+        fits = known & (history <= lengths[np.where(known, users, 0)])  # a user of this world, long enough
+        users, history = np.where(fits, users, 0), np.where(fits, history, 1)  # placeholders, refused below
+        rows = self.user_major[self.user_offsets[users] + history - 1]
         items = self.events.column("item_id").to_numpy()
         histories = table.column("item_ids").combine_chunks()
         offsets = histories.offsets.to_numpy()  # of a slice: absolute, while flatten() starts at offsets[0]

@@ -9,8 +9,9 @@
   Markov chains for next-basket recommendation").
 
 Both are called like a scorer, `baseline(input_ids, attention_mask) -> (B, N)` scores over the vocabulary, on the
-same left-padded batches the model reads, and break ties by the popularity baseline's order (`PopularityRecommender`),
-so that no tie favours the target. `synthetic_oracle_scores` gives the scores of the known optimum of the synthetic
+same left-padded batches the model reads, and break exact ties by the popularity baseline's order
+(`PopularityRecommender`), so that no tie favours the target. Their scores are float64, so that the tie-break survives
+(float32 would merge it into the scores of large counts). `synthetic_oracle_scores` gives the scores of the known optimum of the synthetic
 world (`hf_interest.data.synthetic`) in the same shape.
 """
 
@@ -26,10 +27,10 @@ from .popularity import PopularityRecommender
 
 
 def _tie_break(popularity: PopularityRecommender) -> torch.Tensor:
-    """`(N,)` values in [0, 1): the popularity order, small enough never to reorder distinct integer-valued scores."""
+    """`(N,)` float64 values in [0, 1): the popularity order (all distinct, as `PopularityRecommender`'s scores)."""
     scores = popularity.item_scores.double()
     low, high = scores.min(), scores.max()
-    return ((scores - low) / (high - low + 1.0)).float() if high > low else torch.zeros_like(scores).float()
+    return (scores - low) / (high - low + 1.0) if high > low else torch.zeros_like(scores)
 
 
 class HistoryCategoryRecommender:
@@ -38,8 +39,9 @@ class HistoryCategoryRecommender:
 
     `score(i) = sum_c mix(c) W[i, c] count(i) / sum_j count(j) W[j, c]` with `mix(c) = (n_c + 1) / (n + C)`: `n_c`
     the history's events in category c (an item with several categories spreads its event), `W` the item -> category
-    weights (rows summing to 1, or 0 for items without one), `count` the items' training events. A small tie-break by
-    popularity orders items of equal score.
+    weights (rows summing to 1, or 0 for items without one), `count` the items' training events. Items of equal score
+    are ordered by popularity: a relative bump of at most 1e-9 (far below any real difference between two scores),
+    and for items scored 0 a bump below every positive score.
 
     Args:
         item_category_weights: `(N, C)` item -> category weights over the vocabulary (special tokens: zero rows), e.g.
@@ -57,17 +59,19 @@ class HistoryCategoryRecommender:
             )
         category_events = (counts[:, None] * weights).sum(dim=0)  # (C,)
         share = counts[:, None] * weights / category_events.clamp(min=1e-12)[None, :]  # (N, C)
-        self.weights = weights.float()
-        self.share = share.float()
+        self.weights = weights
+        self.share = share
         self.smoothing = float(smoothing)
-        self.tie_break = _tie_break(popularity) * 1e-6
+        self.tie_break = _tie_break(popularity)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         weights = self.weights.to(input_ids.device)
         per_event = weights[input_ids] * attention_mask[..., None].to(weights.dtype)  # (B, T, C)
         counts = per_event.sum(dim=1)  # (B, C)
         mix = (counts + self.smoothing) / (counts.sum(dim=1, keepdim=True) + self.smoothing * weights.shape[1])
-        return mix @ self.share.to(input_ids.device).T + self.tie_break.to(input_ids.device)  # (B, N)
+        scores = mix @ self.share.to(input_ids.device).T  # (B, N) float64
+        tie_break = self.tie_break.to(input_ids.device)
+        return scores * (1.0 + 1e-9 * tie_break) + 1e-200 * tie_break
 
 
 class TransitionRecommender:
@@ -81,7 +85,7 @@ class TransitionRecommender:
     """
 
     def __init__(self, pair_counts: sparse.csr_matrix, popularity: PopularityRecommender):
-        self.pair_counts = sparse.csr_matrix(pair_counts, dtype=np.float32)
+        self.pair_counts = sparse.csr_matrix(pair_counts, dtype=np.float64)
         self.tie_break = _tie_break(popularity)
 
     @classmethod
@@ -101,7 +105,7 @@ class TransitionRecommender:
             seconds.append(items[1:])
         a = np.concatenate(firsts) if firsts else np.zeros(0, dtype=np.int64)
         b = np.concatenate(seconds) if seconds else np.zeros(0, dtype=np.int64)
-        counts = sparse.csr_matrix((np.ones(len(a), dtype=np.float32), (a, b)), shape=(num_items, num_items))
+        counts = sparse.csr_matrix((np.ones(len(a)), (a, b)), shape=(num_items, num_items))
         counts.sum_duplicates()
         return cls(counts, popularity)
 

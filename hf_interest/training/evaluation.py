@@ -136,7 +136,7 @@ def evaluate_next_item(
         scores = model(**inputs, logits_to_keep=1).logits[:, -1].float()  # (B, N)
         scored = {"model": scores, "popularity": popularity.full_sort_scores(scores.shape[0], device=scores.device)}
         for name, scorer in baselines.items():
-            scored[name] = scorer(batch["input_ids"], batch["attention_mask"]).float()
+            scored[name] = scorer(batch["input_ids"], batch["attention_mask"])  # its own dtype: ties stay broken
         for name, matrix in scored.items():
             # both protocols from one pass over the (B, N) scores
             ranks = ranks_under_both_protocols(matrix, batch["labels"], batch["seen"], ignore_index=special)

@@ -5,9 +5,10 @@ hashed id falls in its shard (`hf_interest.privacy.user_shard`), each a whole ru
 evaluates their ensemble (`ShardEnsemble`: the mean of the shards' next-item log-probabilities) beside popularity.
 
 `forget(run_dir, user_ids)` (`hf-interest forget RUN --users ...`) records the users in the run's deletion ledger
-(HMAC-SHA256 of the ids under a secret key that never sits in the run folder) and retrains the shards that saw them from scratch, with the same arguments and seed and without
-every user the ledger holds: the same weights, bit for bit, as training that shard without those users, at the cost
-of the shards retrained (one of S for one user). Then the ensemble is evaluated again.
+(HMAC-SHA256 of the ids under a secret key that never sits in the run folder) and retrains the shards that saw them
+from scratch, with the same arguments and seed and without every user the ledger holds: the same weights, bit for
+bit, as training that shard without those users, at the cost of the shards retrained (one of S for one user). Then
+the ensemble is evaluated again.
 
 Layout of a sharded run folder:
     RUN/sisa.json                 shards, users per shard, training seconds, the forget history
