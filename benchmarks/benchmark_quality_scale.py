@@ -14,6 +14,8 @@ whole catalogue, items of the history excluded except the target):
   (`SyntheticInterestData.next_item_probs`, ranked with the same exclusions; it knows the latent regime, which a model
   can only infer from the history, so it is an upper bound), each also as a fraction of the optimum's NDCG@10;
 - the training seconds to the best epoch, and to the first epoch whose validation NDCG@10 reached 90% of the best;
+- when the curve left the popularity plateau: the first epoch (and its training seconds) whose validation NDCG@10
+  reached 1.25x popularity's on the validation split, scored by the same code;
 - the validation NDCG@10 of every epoch (the curve), the peak resident memory of training, events per item.
 It writes `--output/quality.json` and prints one table. Nothing is asserted.
 """
@@ -32,6 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN_EVENTS_PER_USER = 60  # SyntheticConfig's 20..100 events per user
+LEFT_POPULARITY = 1.25  # the curve has left the popularity plateau at 1.25x popularity's validation NDCG@10
 
 
 def _count(text: str) -> int:
@@ -119,14 +122,23 @@ def score_run(run: Path) -> dict:
         for name in ("model", "popularity", *baselines):
             out[name]["of_optimum"] = out[name]["ndcg@10"] / optimum["ndcg@10"]
     out["evaluation_seconds"] = time.perf_counter() - began
+    # popularity on the validation split, the level of the plateau the curve has to leave
+    validation = RankingAccumulator((10,), exclude_seen=True, ignore_index=range(tokenizer.num_special_tokens))
+    for batch in eval_dataloader(
+        encoded["validation"], tokenizer.pad_token_id, model.config.max_position_embeddings, 256
+    ):
+        validation.update(popularity.full_sort_scores(len(batch["labels"])), batch["labels"], batch["seen"])
+    validation_popularity = validation.compute()["ndcg@10"]
     training = results["training"]
     history = training["history"]
     best = max(row["ndcg@10"] for row in history)
-    elapsed, to_90 = 0.0, None
-    for row in history:
+    elapsed, to_90, left = 0.0, None, None
+    for epoch, row in enumerate(history, start=1):
         elapsed += row["seconds"]
         if to_90 is None and row["ndcg@10"] >= 0.9 * best:
             to_90 = elapsed
+        if left is None and row["ndcg@10"] >= LEFT_POPULARITY * validation_popularity:
+            left = (epoch, elapsed)
     stats = results["dataset"]["statistics"]
     out["training"] = {
         "epochs_run": training["epochs_run"],
@@ -134,6 +146,9 @@ def score_run(run: Path) -> dict:
         "train_seconds": training["train_seconds"],
         "time_to_best_s": training.get("time_to_best_epoch_s"),
         "time_to_90pct_s": to_90,
+        "validation_popularity_ndcg@10": validation_popularity,
+        "left_popularity_epoch": left[0] if left else None,
+        "left_popularity_s": left[1] if left else None,
         "validation_ndcg@10_by_epoch": [round(row["ndcg@10"], 5) for row in history],
         "peak_rss_mb": max((v for row in history for k, v in row.items() if k.startswith("peak_rss")), default=None),
     }
@@ -143,13 +158,18 @@ def score_run(run: Path) -> dict:
     return out
 
 
+def _left(training: dict) -> str:
+    epoch = training.get("left_popularity_epoch")
+    return "never" if epoch is None else f"{epoch} ({training['left_popularity_s']:.0f} s)"
+
+
 def print_table(scored: dict[str, dict]) -> None:
     names = ("model", "transition", "history_category", "popularity")
     from hf_interest.metrics import format_protocol
 
     print(format_protocol(next(iter(scored.values()))["protocol"]))
     header = f"{'run':<34} {'events/item':>11} {'optimum':>8} " + " ".join(f"{n[:16]:>16}" for n in names)
-    print(header + f" {'to best s':>9} {'to 90% s':>8} {'peak MB':>8}")
+    print(header + f" {'left pop.':>10} {'to best s':>9} {'to 90% s':>8} {'peak MB':>8}")
     for run, out in scored.items():
         optimum = out.get("optimum", {}).get("ndcg@10")
         cells = []
@@ -160,13 +180,15 @@ def print_table(scored: dict[str, dict]) -> None:
         print(
             f"{run:<34} {per_item or float('nan'):>11.1f} {optimum or float('nan'):>8.4f} "
             + " ".join(f"{c:>16}" for c in cells)
+            + f" {_left(training):>10}"
             + f" {training['time_to_best_s'] or float('nan'):>9.0f} {training['time_to_90pct_s'] or float('nan'):>8.0f}"
             + f" {training['peak_rss_mb'] or float('nan'):>8.0f}"
         )
     print(
         "NDCG@10 on the test split; (x%): of the optimum's NDCG@10. Seconds: training only, to the best epoch and to"
     )
-    print("the first epoch at 90% of the best validation NDCG@10. Peak MB: the training process's resident memory.")
+    print("the first epoch at 90% of the best validation NDCG@10. Left pop.: the first epoch (its seconds) at 1.25x")
+    print("popularity's validation NDCG@10. Peak MB: the training process's resident memory.")
 
 
 def main() -> None:

@@ -183,6 +183,16 @@ def test_auto_loss_is_stated_in_the_log_and_recorded(runs):
     assert training["item_table_updates"] == "dense"
 
 
+def test_item_bias_start_is_stated_and_zero_keeps_the_old_start(runs, tmp_path):
+    """The default starts the output bias at log popularity and says so; --item_bias_init zero trains as before."""
+    assert "item bias: starts at log(1 + training count), centred (--item_bias_init popularity)" in runs["full_log"]
+    zero = tmp_path / "zero"
+    run = _run("train.py", *tiny_train_args(48, 16, 1), "--item_bias_init", "zero", "--output_dir", str(zero))
+    assert "item bias:" not in run.stdout
+    first = json.loads((runs["full"] / "eval_results.json").read_text())["training"]["history"][0]["train_loss"]
+    assert json.loads((zero / "eval_results.json").read_text())["training"]["history"][0]["train_loss"] != first
+
+
 def test_max_steps_below_one_is_refused():
     run = subprocess.run(
         [sys.executable, str(ROOT / "hub_scripts" / "train.py"), *TINY, "--output_dir", "unused", "--max_steps", "0"],

@@ -10,6 +10,7 @@ from hf_interest.data import DataCollatorForInterest
 from hf_interest.metrics import PopularityRecommender, RankingAccumulator
 from hf_interest.training import EvalCollator, LengthGroupedSampler, evaluate_next_item, window_starts
 from hf_interest.training.arguments import FULL_SOFTMAX_MAX_ITEMS, resolve_loss_type
+from hf_interest.training.tasks import start_item_bias_at_popularity
 
 
 @pytest.mark.parametrize("window", [2, 3, 5, 11])
@@ -117,3 +118,30 @@ def test_sharding_names_the_engines_that_split_the_model():
     assert sharding(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)) == "DEEPSPEED"
     assert sharding(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)) is None
     assert sharding(SimpleNamespace(distributed_type=DistributedType.NO)) is None
+
+
+def test_item_bias_starts_at_log_popularity_so_a_new_model_ranks_by_popularity():
+    """--item_bias_init popularity (the default): b_i = log(1 + count_i), centred; an untrained model's top items are
+    then popularity's, where a zero bias leaves them to the random embeddings."""
+    torch.manual_seed(0)
+    num_items = 200
+    counts = np.zeros(num_items)
+    counts[3:] = np.round(1e6 * 0.7 ** np.arange(num_items - 3))  # special tokens 0..2 count 0
+    model = InterestForNextItemPrediction(
+        InterestConfig(num_items=num_items, hidden_size=16, max_position_embeddings=8)
+    )
+    zero_start = model.item_head.bias.detach().clone()
+    model.eval()
+    history = torch.tensor([[5, 9, 40, 7]])
+    with torch.no_grad():
+        before = (model(input_ids=history).logits[0, -1, 3:].topk(10).indices + 3).tolist()
+    start_item_bias_at_popularity(model, counts)
+    prior = np.log1p(counts)
+    np.testing.assert_allclose(model.item_head.bias.detach().double().numpy(), prior - prior.mean(), atol=1e-6)
+    assert torch.equal(zero_start, torch.zeros(num_items))
+
+    with torch.no_grad():
+        after = (model(input_ids=history).logits[0, -1, 3:].topk(10).indices + 3).tolist()
+    assert after == list(range(3, 13)) != before  # the 10 most counted items, in order; not so from a zero bias
+    with pytest.raises(ValueError, match="item_counts has shape"):
+        start_item_bias_at_popularity(model, counts[:-1])

@@ -309,6 +309,16 @@ class TrainArguments:
             "(gloo), dense otherwise (the full softmax reads every row anyway)."
         },
     )
+    item_bias_init: str = field(
+        default="popularity",
+        metadata={
+            "help": "Start of the next-item output bias b_i. 'popularity': log(1 + training count of i), centred, so "
+            "the new model ranks by popularity from its first step and its interest states are free to learn the "
+            "user (with 'zero', AdamW moves each bias by about the learning rate per step, so for the first epochs "
+            "the states carry popularity instead and the model sits at the popularity baseline). 'zero': every "
+            "bias starts at 0 (the default before 2026-12-07). Not applied with --init_from, which keeps its weights."
+        },
+    )
     ema_decay: float | None = field(
         default=None,
         metadata={
@@ -451,6 +461,7 @@ class TrainArguments:
             raise ValueError(f"--warmup_ratio must be in [0, 1], got {self.warmup_ratio}.")
         _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("item_table_updates", self.item_table_updates, ("auto", "dense", "lazy"))
+        _check_choice("item_bias_init", self.item_bias_init, ("popularity", "zero"))
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema_decay must be in [0, 1) (0: off), got {self.ema_decay}.")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:

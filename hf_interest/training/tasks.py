@@ -103,6 +103,9 @@ class NextItemTask:
             log("loss: full softmax (DP-SGD: the sampled softmax would share its negatives across users)")
         if not train_args.init_from:
             self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log, self.has_time)
+            if train_args.item_bias_init == "popularity":
+                start_item_bias_at_popularity(self.model, self.popularity.item_counts)
+                log("item bias: starts at log(1 + training count), centred (--item_bias_init popularity)")
         if self.model.config.loss_type == "sampled_softmax":
             self.model.set_negative_sampling_distribution(self.popularity.item_counts)
 
@@ -326,6 +329,25 @@ def _backbone_fields(model_args: ModelArguments, has_time: bool) -> dict:
     fields = {name: getattr(model_args, name) for name in BACKBONE_FIELDS}
     fields["use_time_gaps"] = model_args.use_time_gaps and has_time
     return fields
+
+
+@torch.no_grad()
+def start_item_bias_at_popularity(model, item_counts) -> None:
+    """
+    Sets a new next-item model's output bias to `log(1 + count_i)`, centred over the vocabulary (the softmax ignores
+    the centre), from the training events' counts per vocabulary index (special tokens count 0).
+
+    Why: the model then scores by popularity from its first step. Started at zero, AdamW moves each bias by about the
+    learning rate per step, so the log-popularity range (about 10 at 10k items) takes thousands of steps; meanwhile
+    the dot product u_t . e_i carries popularity, every interest state points the same way, and the model sits at
+    the popularity baseline for epochs before it learns the user (README, "Quality at scale").
+    """
+    counts = torch.as_tensor(item_counts, dtype=torch.float64)
+    bias = model.item_head.bias
+    if counts.shape != bias.shape:
+        raise ValueError(f"item_counts has shape {tuple(counts.shape)}, the item bias {tuple(bias.shape)}.")
+    prior = counts.clamp(min=0).log1p()
+    bias.copy_((prior - prior.mean()).to(bias))
 
 
 def _new_next_item_model(data, tokenizer, data_args: DataArguments, model_args: ModelArguments, log, has_time=True):
