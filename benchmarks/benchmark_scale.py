@@ -85,7 +85,7 @@ def measure_train(path: Path, loss_type: str, updates: str, max_steps: int | Non
     import torch
 
     from hf_interest import InterestForNextItemPrediction
-    from hf_interest.training import main
+    from hf_interest_cli.commands import train_main as main
 
     with tempfile.TemporaryDirectory() as output_dir:
         argv = ["--dataset", str(path), "--output_dir", output_dir, "--num_train_epochs", "1", "--report_to", "none"]

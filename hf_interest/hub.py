@@ -303,28 +303,4 @@ def push_to_hub(
     return str(getattr(commit, "commit_url", commit))
 
 
-def push_main(argv: list[str] | None = None, prog: str | None = None) -> UploadFolder | str:
-    """The command line of `hub_scripts/push_to_hub.py` and `hf-interest push` (`push_to_hub` with its options)."""
-    from hf_interest_cli import push_parser
-
-    parser = push_parser(prog)
-    args = parser.parse_args(argv)
-    result = push_to_hub(
-        args.run_dir,
-        args.repo_id,
-        private=args.private,
-        dry_run=args.dry_run,
-        license=args.license,
-        model_name=args.model_name,
-        with_handler=args.with_handler,
-        with_user_data=args.with_user_data,
-    )
-    if args.dry_run:
-        print(result.listing())
-        print(f"Dry run: nothing uploaded. `hf-interest push {args.run_dir} --repo_id {args.repo_id}` uploads it.")
-    else:
-        print(f"Uploaded to https://huggingface.co/{args.repo_id} ({result})")
-    return result
-
-
-__all__ = ["UploadFolder", "prepare_upload_folder", "push_main", "push_to_hub"]
+__all__ = ["UploadFolder", "prepare_upload_folder", "push_to_hub"]

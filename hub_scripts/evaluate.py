@@ -11,7 +11,7 @@ split. Results print as a table (seen items excluded, then included) and, with `
 
 import sys
 
-from hf_interest.training.evaluation import evaluate_main
+from hf_interest_cli.commands import evaluate_main
 
 if __name__ == "__main__":
     try:

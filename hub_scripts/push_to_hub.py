@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from hf_interest.hub import push_main
+from hf_interest_cli.commands import push_main
 
 if __name__ == "__main__":
     try:

@@ -41,22 +41,16 @@ The click-prediction and interest-forecasting heads train through the same loop:
     python hub_scripts/train.py --task click --output_dir runs/click        # AUC beside logistic regression
     python hub_scripts/train.py --task forecast --output_dir runs/forecast  # next-k category mix
 
-The loop is `hf_interest.training.training_function` (shaped like accelerate's `examples/nlp_example.py`), so a
-pip-installed package runs the same code with `accelerate launch -m hf_interest.training ...` or
-`hf-interest train ...`; `python hub_scripts/train.py --help` lists every argument.
+The loop is `hf_interest.training.training_function` (shaped like accelerate's `examples/nlp_example.py`; `train`
+runs it once, or once per SISA shard), so a pip-installed package runs the same code with `hf-interest train ...` or
+`accelerate launch -m hf_interest_cli train ...`; `python hub_scripts/train.py --help` lists every argument.
 """
 
 from __future__ import annotations
 
 import sys
 
-from hf_interest.training import parse_arguments, training_function
-
-
-def main(argv: list[str] | None = None) -> dict:
-    data_args, model_args, train_args = parse_arguments(argv)  # fails here, before any data is read, on a bad value
-    return training_function(data_args, model_args, train_args)
-
+from hf_interest_cli.commands import train_main as main
 
 if __name__ == "__main__":
     try:

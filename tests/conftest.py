@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_run") / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", "train", *TINY_RUN_ARGS, "--output_dir", str(folder)],
+        [sys.executable, "-m", "hf_interest_cli", "train", *TINY_RUN_ARGS, "--output_dir", str(folder)],
         capture_output=True,
         text=True,
         env=env,

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
-from hf_interest.cli import main
 from hf_interest.data import CleaningConfig, DataCollatorForInterest, load_behaviors
+from hf_interest_cli import main
 
 T0 = 1_600_000_000
 ROWS = [(u, i, T0 + 100 * u + i) for u in range(5) for i in range(6)]  # 30 events, 5 users

@@ -125,7 +125,7 @@ def test_run_and_dry_run_push_never_contain_the_token(tmp_path):
     run = _train(folder, "--num_train_epochs", "1", token=secret)
     assert run.returncode == 0, run.stderr[-2000:]
     push = subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", "push", str(folder), "--repo_id", "acme/x", "--dry_run",
+        [sys.executable, "-m", "hf_interest_cli", "push", str(folder), "--repo_id", "acme/x", "--dry_run",
          str(tmp_path / "upload")],
         capture_output=True, text=True, env={**os.environ, "HF_TOKEN": secret}, timeout=300,
     )  # fmt: skip

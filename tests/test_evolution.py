@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
-from hf_interest.cli import main
 from hf_interest.data import generate_synthetic_interests
 from hf_interest.evolution import (
     NO_CATEGORY,
@@ -20,6 +19,7 @@ from hf_interest.evolution import (
     plot_category_interests,
     shuffled_trajectories,
 )
+from hf_interest_cli import main
 
 ITEMS = [f"i{k}" for k in range(20)]
 MAX_LEN = 12

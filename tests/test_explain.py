@@ -16,7 +16,6 @@ from hf_interest import (
     ItemTokenizer,
 )
 from hf_interest import explain as explain_module
-from hf_interest.cli import main
 from hf_interest.explain import (
     METHODS,
     category_attributions,
@@ -27,6 +26,7 @@ from hf_interest.explain import (
     interest_weights,
 )
 from hf_interest.metrics import FAITHFULNESS_METRIC_PATH, curve_auc, faithfulness_summary
+from hf_interest_cli import main
 
 ITEMS = [f"i{index}" for index in range(NUM_ITEMS - 3)]
 HISTORY = ["i3", "i7", "i1", "i12", "i5", "i9", "i14", "i2", "i11", "i6"]

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
-from hf_interest.cli import main
 from hf_interest.data import generate_synthetic_interests
 from hf_interest.groups import (
     UserGroups,
@@ -18,6 +17,7 @@ from hf_interest.groups import (
     plot_groups,
     plot_migration,
 )
+from hf_interest_cli import main
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from tiny import history_without_measurements, tiny_train_args
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import DataCollatorForInterest, load_named_dataset
 from hf_interest.training import TargetsFromCollator, TrainArguments, filter_eval_targets
-from hf_interest.training import main as train_main
 from hf_interest.training.adapters import add_lora
+from hf_interest_cli.commands import train_main
 
 LORA = ("--lora_r", "4", "--lora_alpha", "8", "--lora_modules_to_save", "item_head", "--learning_rate", "0.01")
 ROOT = Path(__file__).resolve().parents[1]

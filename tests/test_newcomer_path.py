@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hf_interest.cli import main
 from hf_interest.data import load_behaviors
 from hf_interest.data.paths import check_model_reference, missing_path_message
-from hf_interest.training import check_arguments, parse_arguments
-from hf_interest.training.arguments import HelpFormatter
+from hf_interest.training import check_arguments
+from hf_interest_cli import main
+from hf_interest_cli.commands import parse_train_arguments as parse_arguments
+from hf_interest_cli.parsers import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +172,8 @@ def test_no_flags_say_what_they_turn_off(capsys):
         parse_arguments(["--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     assert "--no_use_time_gaps, --no-use-time-gaps The same as --use_time_gaps false." in text
-    assert text.count("Add the bucketised time-gap embedding") == 1
+    # the help of a model field is InterestConfig's own docstring, said once
+    assert text.count("Whether to add an embedding of the time gap since the previous event.") == 1
 
 
 def test_evaluate_help_shows_its_defaults(capsys):
@@ -316,7 +318,7 @@ def test_pipeline_and_cli_warn_without_timestamps(tiny_run, caplog):
     assert _warnings_of(caplog) == []
     recommender(items, top_k=2)
     assert len(_warnings_of(caplog)) == 1
-    run = subprocess.run([sys.executable, "-m", "hf_interest.cli", "recommend", str(tiny_run), *items, "--top_k", "2"],
+    run = subprocess.run([sys.executable, "-m", "hf_interest_cli", "recommend", str(tiny_run), *items, "--top_k", "2"],
                          capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})  # fmt: skip
     assert run.returncode == 0 and run.stderr.count("called without timestamps") == 1, run.stderr
 
@@ -334,21 +336,22 @@ def test_help_answers_without_importing_torch():
     assert run.stdout.strip() == "[]", run.stdout + run.stderr
 
 
-def test_progress_lines_and_the_closing_summary(capsys, tmp_path):
+def test_progress_lines_and_theclosing_summary(capsys, tmp_path):
     from types import SimpleNamespace
 
-    from hf_interest.training.loop import _closing_summary, _ProgressLines
+    from hf_interest.training.loop import ProgressLines
+    from hf_interest.training.run_folder import closing_summary
 
     for every, expected in ((0.0, ["epoch 1: 1/120 batches", "epoch 1: 40/120 batches", "epoch 2: 1/120 batches"]),
                             (3600.0, [])):  # fmt: skip
-        lines = _ProgressLines(total=120, every=every)
+        lines = ProgressLines(total=120, every=every)
         for epoch, batches in ((0, 1), (0, 40), (1, 1)):
             lines(epoch, batches)
         assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == expected
     results = {"training": {"metric_for_best_model": "ndcg@10", "best_validation_ndcg@10": 0.1234, "best_epoch": 7,
                             "epochs_run": 17, "ema_decay": 0.99}}  # fmt: skip
     data = SimpleNamespace(report=SimpleNamespace(source="/cache/ml-100k.inter"))
-    summary = _closing_summary(results, data, tmp_path).splitlines()
+    summary = closing_summary(results, data, tmp_path).splitlines()
     assert summary[0] == (
         "Kept: the weights of epoch 7 of 17 run (best validation ndcg@10 0.1234), as their moving average "
         "(--ema_decay 0.99): the average is what was validated, tested and saved."
@@ -356,7 +359,7 @@ def test_progress_lines_and_the_closing_summary(capsys, tmp_path):
     assert summary[1] == "Data read from: /cache/ml-100k.inter"
     assert summary[2].startswith(f"Checkpoints: {tmp_path / 'checkpoints'} (--resume_from_checkpoint latest")
     results["training"]["ema_decay"] = 0
-    assert _closing_summary(results, data, tmp_path).splitlines()[0].endswith("(best validation ndcg@10 0.1234).")
+    assert closing_summary(results, data, tmp_path).splitlines()[0].endswith("(best validation ndcg@10 0.1234).")
 
 
 def test_the_model_card_reads_as_prose(tiny_run):

@@ -10,7 +10,7 @@ import pytest
 from transformers import pipeline
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer, NextItemRecommendationPipeline
-from hf_interest.cli import main
+from hf_interest_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_cli_help_lists_every_command(capsys):
 
 def test_cli_train_help_is_the_scripts_help():
     run = subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", "train", "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "hf_interest_cli", "train", "--help"], capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0
     assert "--early_stopping_patience" in run.stdout and "--resume_from_checkpoint" in run.stdout

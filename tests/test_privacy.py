@@ -24,7 +24,7 @@ ITEMS = [f"i{index}" for index in range(NUM_ITEMS - 3)]
 
 def _cli(*args, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "hf_interest_cli", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
     )  # fmt: skip
 

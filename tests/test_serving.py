@@ -12,9 +12,9 @@ from test_interest_heads import NUM_ITEMS, build
 from transformers import pipeline
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
-from hf_interest.cli import main
 from hf_interest.modeling_interest import time_gap_buckets
 from hf_interest.serving import OnnxRecommender, RequestError, chunked_top_k, export_onnx, recommend_chunked
+from hf_interest_cli import main
 
 ITEMS = [f"i{index}" for index in range(NUM_ITEMS - 3)]
 MAX_LENGTH = 24  # tiny_config's max_position_embeddings

@@ -49,7 +49,7 @@ json.dump(out, open(answers, "w"))
 
 def _cli(*args):
     run = subprocess.run(
-        [sys.executable, "-m", "hf_interest.cli", *args], capture_output=True, text=True, env=ENV, timeout=900
+        [sys.executable, "-m", "hf_interest_cli", *args], capture_output=True, text=True, env=ENV, timeout=900
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     return run

@@ -10,8 +10,8 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from space_fixtures import run_with_groups, serve
 
-from hf_interest.cli import main
 from hf_interest.space import InputError, SpaceBackend, timed_views, write_space
+from hf_interest_cli import main
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction
 from hf_interest.training.arguments import TrainArguments
-from hf_interest.training.loop import _lazy_item_table
+from hf_interest.training.features import lazy_item_table
 from hf_interest.training.sparse_rows import (
     LazyAdamW,
     LazyRowEMA,
@@ -191,18 +191,18 @@ def test_lazy_row_ema_equals_the_dense_average_of_the_same_weights():
 def test_lazy_updates_are_chosen_with_the_sampled_softmax_and_refused_where_they_do_not_apply(tmp_path):
     accelerator = Accelerator(cpu=True)
     args = TrainArguments(output_dir=str(tmp_path))
-    assert _lazy_item_table(tiny(), "next-item", args, accelerator, adapters=False) is not None
+    assert lazy_item_table(tiny(), "next-item", args, accelerator, adapters=False) is not None
     full = tiny()
     full.config.loss_type = "full_softmax"
-    assert _lazy_item_table(full, "next-item", args, accelerator, adapters=False) is None  # auto: dense
+    assert lazy_item_table(full, "next-item", args, accelerator, adapters=False) is None  # auto: dense
     assert not full.model.item_embeddings.sparse
     lazy = TrainArguments(output_dir=str(tmp_path), item_table_updates="lazy")
     with pytest.raises(ValueError, match="full softmax reads every row"):
-        _lazy_item_table(full, "next-item", lazy, accelerator, adapters=False)
+        lazy_item_table(full, "next-item", lazy, accelerator, adapters=False)
     with pytest.raises(ValueError, match="--task click trains a head"):
-        _lazy_item_table(tiny(), "click", lazy, accelerator, adapters=False)
+        lazy_item_table(tiny(), "click", lazy, accelerator, adapters=False)
     dense = TrainArguments(output_dir=str(tmp_path), item_table_updates="dense")
-    assert _lazy_item_table(tiny(), "next-item", dense, accelerator, adapters=False) is None
+    assert lazy_item_table(tiny(), "next-item", dense, accelerator, adapters=False) is None
     with pytest.raises(ValueError, match="item_table_updates"):
         TrainArguments(output_dir=str(tmp_path), item_table_updates="sparse")
 

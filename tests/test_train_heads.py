@@ -33,7 +33,7 @@ from hf_interest.heads import (
 )
 from hf_interest.hub import prepare_upload_folder
 from hf_interest.training import DataArguments, TrainArguments, check_arguments, load_data
-from hf_interest.training import main as train_main
+from hf_interest_cli.commands import train_main
 
 FORECAST_K = 3
 METRIC_KEYS = {"cross_entropy", "kl_divergence", "top_category_accuracy", "n"}
@@ -508,7 +508,7 @@ def test_a_forecasting_run_prepares_for_the_hub_with_its_own_card(forecast_run, 
 
 
 def test_evaluate_script_names_a_head_checkpoint_and_where_its_results_are(forecast_run):
-    from hf_interest.training.evaluation import evaluate_main
+    from hf_interest_cli.commands import evaluate_main
 
     with pytest.raises(ValueError, match="InterestForInterestForecasting checkpoint.*eval_results.json"):
         evaluate_main([str(forecast_run["folder"])])

@@ -2,15 +2,19 @@
 kernels, and one loop for every task (`training_function`).
 
     python hub_scripts/train.py --dataset movielens-100k --output_dir runs/ml100k      # from a checkout
-    accelerate launch -m hf_interest.training --dataset ... --output_dir ...           # from an installed package
-    hf-interest train --dataset ... --output_dir ...                                   # the same
+    hf-interest train --dataset ... --output_dir ...                                   # from an installed package
+    accelerate launch -m hf_interest_cli train --dataset ... --output_dir ...          # the same, several processes
 
-Modules: `arguments` (the three argument dataclasses, `check_arguments`, `parse_arguments`), `data` (the run's data,
+The command lines parse the arguments (`hf_interest_cli.commands.parse_train_arguments`) and call `train`.
+
+Modules: `arguments` (the three argument dataclasses, `check_arguments`), `data` (the run's data,
 training windows, data order), `evaluation` (full-ranking evaluation beside the popularity baseline), `tasks` (what
 differs between next item, click and forecast), `checkpointing` (atomic writes, checkpoints, resume), `adapters`
 (`--init_from`, LoRA, text encoder LoRA), `kernels` (faster CPU training kernels applied to a plain model),
 `sparse_rows` (lazy item-table updates for the sampled softmax: a step costs its batch's rows, not the catalogue),
-`loop` (`training_function`).
+`features` (the optional parts of a run, each an object the loop calls: adapters, DP-SGD placement, lazy
+item-table updates, the weight average, the stop rules, the fault hooks), `run_folder` (what a run leaves), `loop`
+(`train`: SISA's shards or one `training_function`).
 """
 
 from .arguments import (
@@ -19,7 +23,6 @@ from .arguments import (
     ModelArguments,
     TrainArguments,
     check_arguments,
-    parse_arguments,
     targets_from_seconds,
 )
 from .data import (
@@ -34,13 +37,7 @@ from .data import (
 )
 from .evaluation import EvalCollator, eval_dataloader, evaluate_next_item, popularity_baseline
 from .kernels import apply_cpu_training_kernels, keep_freed_memory_for_reuse
-from .loop import training_function
-
-
-def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    """Parses the arguments (a command line, or one JSON/YAML file) and runs `training_function`."""
-    return training_function(*parse_arguments(argv, prog=prog))
-
+from .loop import train, training_function
 
 __all__ = [
     "TASKS",
@@ -60,10 +57,10 @@ __all__ = [
     "load_data",
     "main",
     "next_item_dataloaders",
-    "parse_arguments",
     "popularity_baseline",
     "targets_from_seconds",
     "train_windows",
+    "train",
     "training_function",
     "window_starts",
 ]

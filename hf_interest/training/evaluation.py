@@ -231,32 +231,3 @@ def evaluate_checkpoint(
         model, loader, popularity, split, use_timestamps=has_time, show_progress=show_progress
     )
     return {"dataset": dataset, "unknown_items": num_unknown, split: results}
-
-
-def evaluate_main(argv: list[str] | None = None, prog: str | None = None) -> dict:
-    """
-    The command line of `hub_scripts/evaluate.py` and `hf-interest evaluate`: evaluates a checkpoint
-    (`evaluate_checkpoint`), prints the tables (seen items excluded, then included) and, with `--output_json`,
-    writes the results to a file.
-    """
-    from hf_interest_cli import evaluate_parser
-
-    from ..metrics import format_results_table
-
-    parser = evaluate_parser(prog)
-    args = parser.parse_args(argv)
-    evaluated = evaluate_checkpoint(
-        args.checkpoint, args.split, args.dataset, args.data_dir, args.batch_size, show_progress=True,
-        use_timestamps=not args.without_timestamps,
-    )  # fmt: skip
-    print(
-        f"{args.checkpoint} on {evaluated['dataset']} ({evaluated['unknown_items']} item ids not in the checkpoint's "
-        "vocabulary -> [UNK])" + ("; without timestamps" if args.without_timestamps else "")
-    )
-    for block in evaluated[args.split].values():
-        print(format_results_table({"popularity": block["popularity"], "model": block["model"]}, block["protocol"]))
-        print()
-    if args.output_json:
-        output = {"dataset": evaluated["dataset"], args.split: evaluated[args.split]}
-        Path(args.output_json).write_text(json.dumps(output, indent=2) + "\n")
-    return evaluated[args.split]

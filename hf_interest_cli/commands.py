@@ -1,7 +1,8 @@
 """The `hf-interest` commands: train, evaluate, recommend, explain, groups, trajectory, space, export, push, info.
 
-The entry point and the argument parser are `hf_interest_cli` (outside this package, so that `--help` and a mistyped
-command answer without importing torch); this module runs the commands. `main` is that entry point.
+`hf_interest_cli.main` parses the arguments (`parsers`) and imports this module only to run a command: here the
+command line meets the library. `train_main`, `evaluate_main` and `push_main` are also the command lines of
+`hub_scripts/train.py`, `evaluate.py` and `push_to_hub.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from hf_interest_cli import main
+from .parsers import HelpFormatter, evaluate_parser, push_parser
 
 # Errors a user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError, TypeError, OSError)
@@ -38,8 +39,8 @@ def _info(model: str) -> dict:
                 f"{Path(model) / 'shards' / 'shard_0'}); sisa.json and eval_results.json describe the ensemble."
             )
         raise FileNotFoundError(f"{model} has no config.json: point at a saved model folder or a Hub repo id.")
-    from .hub import read_json_file
-    from .tokenization_interest import SPECIAL_TOKENS
+    from hf_interest.hub import read_json_file
+    from hf_interest.tokenization_interest import SPECIAL_TOKENS
 
     config = read_json_file(config_path)
     keys = (
@@ -67,8 +68,8 @@ def _info(model: str) -> dict:
             )
     weights = _cached(model, "model.safetensors")
     if weights is not None:
-        from . import modeling_interest
-        from .configuration_interest import InterestConfig
+        from hf_interest import modeling_interest
+        from hf_interest.configuration_interest import InterestConfig
 
         shapes, metadata = modeling_interest.read_weights_header([weights])
         result["parameters"] = sum(math.prod(shape) for shape in shapes.values())
@@ -96,7 +97,7 @@ def _info(model: str) -> dict:
 
 
 def _print_info(info: dict) -> None:
-    from .metrics import format_results_table
+    from hf_interest.metrics import format_results_table
 
     print(f"model: {info['model']}")
     for key, value in info["config"].items():
@@ -136,7 +137,7 @@ def _print_info(info: dict) -> None:
 def _recommend(args) -> list[dict]:
     from transformers import pipeline
 
-    from . import RECOMMENDATION_TASK
+    from hf_interest import RECOMMENDATION_TASK
 
     titles = _titles(args)
     if args.timestamps is not None and len(args.timestamps) != len(args.items):
@@ -158,7 +159,7 @@ def _titles(args) -> dict | None:
     """Item titles for a table: `--item_titles`, else those of the run's own data (as the Space shows them)."""
     if args.item_titles:
         return _read_titles(args.item_titles)
-    from .space import item_info, load_run_data
+    from hf_interest.space import item_info, load_run_data
 
     try:
         data = load_run_data(args.model) if Path(args.model).is_dir() else None
@@ -185,7 +186,7 @@ def _read_titles(path_text: str | None) -> dict | None:
 def _explain(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .explain import counterfactual, explain
+    from hf_interest.explain import counterfactual, explain
 
     if args.timestamps is not None and len(args.timestamps) != len(args.history):
         raise ValueError(
@@ -210,7 +211,7 @@ def _explain(args) -> dict:
         found = counterfactual(model, tokenizer, args.history, args.timestamps)
         result["counterfactual"] = dict(found)
     if args.output:
-        from .explain import plot_explanation
+        from hf_interest.explain import plot_explanation
 
         plot_explanation(explanation, args.output, titles=titles)
         result["plot"] = args.output
@@ -241,7 +242,7 @@ def _print_explanation(result: dict) -> None:
 
 
 def _space(args) -> None:
-    from . import space
+    from hf_interest import space
 
     if args.serve:
         demo = space.build_demo(args.model, trust_remote_code=args.trust_remote_code or None)
@@ -273,7 +274,7 @@ def _space(args) -> None:
 def _export(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .serving import export_onnx, write_handler
+    from hf_interest.serving import export_onnx, write_handler
 
     remote = args.trust_remote_code or None
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
@@ -293,8 +294,8 @@ def _export(args) -> None:
 def _groups(args) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data import load_named_dataset
-    from .groups import describe_groups, discover_groups, group_migration, interest_vectors
+    from hf_interest.data import load_named_dataset
+    from hf_interest.groups import describe_groups, discover_groups, group_migration, interest_vectors
 
     remote = args.trust_remote_code or None
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=remote).eval()
@@ -335,7 +336,7 @@ def _groups(args) -> None:
     if output:
         groups.save(output)
         try:
-            from .groups import plot_groups, plot_migration
+            from hf_interest.groups import plot_groups, plot_migration
 
             plot_groups(groups, vectors, Path(output) / "groups.png")
             if len(migration.matrices):
@@ -361,8 +362,8 @@ def _trajectory(args) -> None:
     import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data import load_named_dataset
-    from .evolution import (
+    from hf_interest.data import load_named_dataset
+    from hf_interest.evolution import (
         category_distribution,
         category_interests,
         interest_drift,
@@ -439,7 +440,7 @@ def _trajectory(args) -> None:
         print("No item has a category in this dataset: no category plot.")
     elif args.output:
         try:
-            from .evolution import plot_category_interests
+            from hf_interest.evolution import plot_category_interests
 
             plot_category_interests(
                 interests, args.output, top=args.top, x=args.x, drift=drift, drift_reference=reference
@@ -449,14 +450,109 @@ def _trajectory(args) -> None:
             print(f"No plot: {error}")
 
 
-def run_script(argv: list[str]) -> int:
-    """`hf-interest train|evaluate|push ...`: the library's own command lines (those of hub_scripts/)."""
-    if argv[0] == "train":
-        from .training import main as command
-    elif argv[0] == "evaluate":
-        from .training.evaluation import evaluate_main as command
+def parse_train_arguments(argv: list[str] | None = None, prog: str | None = None):
+    """
+    The training run's arguments from a command line, or from one JSON or YAML file holding the same fields.
+
+    Args:
+        argv (`list[str]`, *optional*): the arguments (default: `sys.argv[1:]`), or `[path.json]` / `[path.yaml]`.
+        prog (`str`, *optional*): the program name `--help` shows.
+
+    Returns:
+        `(DataArguments, ModelArguments, TrainArguments)` (`hf_interest.training.arguments`).
+    """
+    import os
+
+    from transformers import HfArgumentParser
+
+    from hf_interest.data.paths import did_you_mean
+    from hf_interest.training import DataArguments, ModelArguments, TrainArguments
+
+    # No abbreviations: `--learning_rat` must not silently become `--learning_rate` (or another flag added later).
+    parser = HfArgumentParser(
+        (DataArguments, ModelArguments, TrainArguments), prog=prog, allow_abbrev=False, formatter_class=HelpFormatter
+    )
+    for action in parser._actions:  # argparse keeps no public list of its arguments
+        if action.option_strings and action.option_strings[0].startswith("--no_"):
+            action.help = f"The same as --{action.dest} false."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return tuple(parser.parse_json_file(os.path.abspath(argv[0])))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return tuple(parser.parse_yaml_file(os.path.abspath(argv[0])))
+    *arguments, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if remaining:
+        unknown = next((text for text in remaining if text.startswith("-")), remaining[0])
+        options = [action.option_strings[0] for action in parser._actions if action.option_strings]
+        raise ValueError(
+            f"{unknown} is not an option.{did_you_mean(unknown.split('=')[0], options)} `--help` lists them all "
+            f"(not used: {' '.join(remaining)})."
+        )
+    return tuple(arguments)
+
+
+def train_main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """`hf-interest train` and `hub_scripts/train.py`: parses the arguments (a command line, or one JSON/YAML file)
+    and runs `hf_interest.training.train` (SISA's shards, or one `training_function`)."""
+    arguments = parse_train_arguments(argv, prog=prog)  # fails here, before any data is read, on a bad value
+    from hf_interest.training import train
+
+    return train(*arguments)
+
+
+def evaluate_main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    """
+    `hf-interest evaluate` and `hub_scripts/evaluate.py`: evaluates a checkpoint
+    (`hf_interest.training.evaluation.evaluate_checkpoint`), prints the tables (seen items excluded, then included)
+    and, with `--output_json`, writes the results to a file.
+    """
+    args = evaluate_parser(prog).parse_args(argv)
+    from hf_interest.metrics import format_results_table
+    from hf_interest.training.evaluation import evaluate_checkpoint
+
+    evaluated = evaluate_checkpoint(
+        args.checkpoint, args.split, args.dataset, args.data_dir, args.batch_size, show_progress=True,
+        use_timestamps=not args.without_timestamps,
+    )  # fmt: skip
+    print(
+        f"{args.checkpoint} on {evaluated['dataset']} ({evaluated['unknown_items']} item ids not in the checkpoint's "
+        "vocabulary -> [UNK])" + ("; without timestamps" if args.without_timestamps else "")
+    )
+    for block in evaluated[args.split].values():
+        print(format_results_table({"popularity": block["popularity"], "model": block["model"]}, block["protocol"]))
+        print()
+    if args.output_json:
+        output = {"dataset": evaluated["dataset"], args.split: evaluated[args.split]}
+        Path(args.output_json).write_text(json.dumps(output, indent=2) + "\n")
+    return evaluated[args.split]
+
+
+def push_main(argv: list[str] | None = None, prog: str | None = None):
+    """`hf-interest push` and `hub_scripts/push_to_hub.py`: `hf_interest.hub.push_to_hub` with its options."""
+    args = push_parser(prog).parse_args(argv)
+    from hf_interest.hub import push_to_hub
+
+    result = push_to_hub(
+        args.run_dir,
+        args.repo_id,
+        private=args.private,
+        dry_run=args.dry_run,
+        license=args.license,
+        model_name=args.model_name,
+        with_handler=args.with_handler,
+        with_user_data=args.with_user_data,
+    )
+    if args.dry_run:
+        print(result.listing())
+        print(f"Dry run: nothing uploaded. `hf-interest push {args.run_dir} --repo_id {args.repo_id}` uploads it.")
     else:
-        from .hub import push_main as command
+        print(f"Uploaded to https://huggingface.co/{args.repo_id} ({result})")
+    return result
+
+
+def run_script(argv: list[str]) -> int:
+    """`hf-interest train|evaluate|push ...`: the command lines of hub_scripts/ (every option of each)."""
+    command = {"train": train_main, "evaluate": evaluate_main, "push": push_main}[argv[0]]
     try:
         command(argv[1:], prog=f"hf-interest {argv[0]}")
     except USER_ERRORS as error:
@@ -466,10 +562,10 @@ def run_script(argv: list[str]) -> int:
 
 
 def run(args) -> int:
-    """The other commands, parsed by `hf_interest_cli.build_parser`."""
+    """The other commands, parsed by `parsers.build_parser`."""
     try:
         if getattr(args, "model", None) is not None:
-            from .data.paths import check_model_reference
+            from hf_interest.data.paths import check_model_reference
 
             check_model_reference(args.model)  # before any Hub call
         if args.command == "recommend":
@@ -497,9 +593,9 @@ def run(args) -> int:
         elif args.command == "trajectory":
             _trajectory(args)
         elif args.command == "forget":
-            from .training import training_function
-            from .training.data import read_ids
-            from .training.sisa import forget
+            from hf_interest.training import training_function
+            from hf_interest.training.data import read_ids
+            from hf_interest.training.sisa import forget
 
             users = list(args.users) + (read_ids(args.users_file, "--users_file", "user") if args.users_file else [])
             forget(args.run, users, train_one=training_function, key_file=args.key_file)
@@ -513,7 +609,3 @@ def run(args) -> int:
         print(f"hf-interest {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
