@@ -43,7 +43,7 @@ def _backbone(model):
     return model.model if hasattr(model, "model") and hasattr(model.model, "item_embeddings") else model
 
 
-def _pyplot():
+def headless_pyplot():
     """matplotlib's pyplot on a non-interactive backend, with a clear error when the `plot` extra is missing."""
     try:
         import matplotlib
@@ -641,7 +641,7 @@ def plot_category_interests(
         raise ValueError("drift and result come from different trajectories: measure both on the same one.")
     if drift_reference is not None and (drift is None or len(drift_reference) != len(drift)):
         raise ValueError("drift_reference needs a drift and one value per drift window.")
-    plt = _pyplot()
+    plt = headless_pyplot()
     mean = result.probs.mean(0)
     order = np.argsort(-mean, kind="stable")
     shown = [c for c in order if result.categories[c] != NO_CATEGORY][:top]

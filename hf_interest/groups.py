@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from .evolution import _pyplot, interest_vectors
+from .evolution import headless_pyplot, interest_vectors
 
 GROUPS_WEIGHTS = "groups.safetensors"
 GROUPS_CONFIG = "groups.json"
@@ -384,7 +384,7 @@ def plot_groups(groups: UserGroups, vectors: np.ndarray, path: str | Path | None
     """Scatter of the users in a 2-D PCA projection of their (normalised) interest vectors, coloured by group."""
     from sklearn.decomposition import PCA
 
-    plt = _pyplot()
+    plt = headless_pyplot()
     points = PCA(n_components=2, random_state=groups.seed).fit_transform(_normalise(vectors))
     fig, ax = plt.subplots(figsize=(6, 5))
     sizes = groups.sizes()
@@ -401,7 +401,7 @@ def plot_groups(groups: UserGroups, vectors: np.ndarray, path: str | Path | None
 
 def plot_migration(migration: GroupMigration, window: int = -1, path: str | Path | None = None):
     """Heat map of one migration matrix (default: between the last two boundaries), shares annotated."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     matrix = migration.matrices[window]
     counts = migration.counts[window]
     k = matrix.shape[0]

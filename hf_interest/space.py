@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evolution import _pyplot, category_interests, interest_drift, interest_trajectory, interest_vectors
+from .evolution import category_interests, headless_pyplot, interest_drift, interest_trajectory, interest_vectors
 from .explain import explain_recommendations
 from .groups import UserGroups, describe_groups
 
@@ -309,7 +309,7 @@ def _utc(seconds) -> str:
 
 def trajectory_figure(view: dict, top: int = 6):
     """A matplotlib figure of a `SpaceBackend.trajectory` result: category shares (stacked area) and the gate."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     panels = 2 if view["gate"] is not None else 1
     figure, axes = plt.subplots(panels, 1, figsize=(9, 4.6), sharex=True, squeeze=False, height_ratios=[3, 1][:panels])
     steps = view["steps"]
@@ -462,7 +462,7 @@ def timed_views(backend: SpaceBackend, items_text: str, times_text: str = "", re
             output = view()
             seconds.append(time.perf_counter() - began)
             if name == "trajectory":
-                _pyplot().close(output)
+                headless_pyplot().close(output)
         result[name] = float(np.median(seconds))
     return result
 

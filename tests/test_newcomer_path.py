@@ -280,7 +280,7 @@ def test_a_time_gap_model_warns_once_without_timestamps(caplog):
     from transformers.utils import logging as hf_logging
 
     from hf_interest import InterestConfig, InterestForNextItemPrediction
-    from hf_interest.training.tasks import _backbone_fields
+    from hf_interest.training.tasks import backbone_fields
 
     hf_logging.warning_once.cache_clear()
     model = InterestForNextItemPrediction(InterestConfig(num_items=20, hidden_size=8, intermediate_size=16)).eval()
@@ -301,8 +301,8 @@ def test_a_time_gap_model_warns_once_without_timestamps(caplog):
     # a log without times builds a model without the time-gap embedding, rather than one whose every gap is unknown
     from hf_interest.training import ModelArguments
 
-    assert _backbone_fields(ModelArguments(), has_time=False)["use_time_gaps"] is False
-    assert _backbone_fields(ModelArguments(), has_time=True)["use_time_gaps"] is True
+    assert backbone_fields(ModelArguments(), has_time=False)["use_time_gaps"] is False
+    assert backbone_fields(ModelArguments(), has_time=True)["use_time_gaps"] is True
 
 
 def test_pipeline_and_cli_warn_without_timestamps(tiny_run, caplog):

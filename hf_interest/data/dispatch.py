@@ -16,13 +16,13 @@ import pyarrow as pa
 from .columns import ColumnMapping
 from .movielens import read_movielens
 from .paths import missing_path_message
-from .readers.amazon import _read_amazon_log, detect_amazon
-from .readers.base import FORMATS, RawLog, _strip_compression, check_file, infer_format
-from .readers.delimited import _header_names, _read_csv_log, guess_delimiter, read_delimited
-from .readers.jsonl import _read_jsonl_log, read_json_lines
-from .readers.memory import _read_memory_log, table_from_memory
-from .readers.parquet import _read_parquet_any, _read_parquet_log
-from .readers.recbole import _read_recbole_log, read_recbole_table
+from .readers.amazon import detect_amazon, read_amazon_log
+from .readers.base import FORMATS, RawLog, check_file, infer_format, strip_compression
+from .readers.delimited import guess_delimiter, header_names, read_csv_log, read_delimited
+from .readers.jsonl import read_json_lines, read_jsonl_log
+from .readers.memory import read_memory_log, table_from_memory
+from .readers.parquet import read_parquet_any, read_parquet_log
+from .readers.recbole import read_recbole_log, read_recbole_table
 
 
 def read_log(
@@ -48,7 +48,7 @@ def read_log(
     """
     mapping = ColumnMapping.from_any(columns)
     if not isinstance(source, (str, os.PathLike)):
-        return _read_memory_log(source, mapping)
+        return read_memory_log(source, mapping)
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(missing_path_message(path))
@@ -59,20 +59,20 @@ def read_log(
         note = None
         if delimiter is None:  # a header without the usual separator says which one it uses
             delimiter, note = guess_delimiter(check_file(path), "," if fmt == "csv" else "\t", encoding)
-        raw = _read_csv_log(check_file(path), mapping, delimiter, encoding, fmt.upper())
+        raw = read_csv_log(check_file(path), mapping, delimiter, encoding, fmt.upper())
         if note:
             raw.notes.append(note)
         return raw
     if fmt == "parquet":
-        return _read_parquet_log(path, mapping)
+        return read_parquet_log(path, mapping)
     if fmt == "jsonl":
         if columns is None and detect_amazon(check_file(path)) is not None:
-            return _read_amazon_log(path, mapping)
-        return _read_jsonl_log(check_file(path), mapping)
+            return read_amazon_log(path, mapping)
+        return read_jsonl_log(check_file(path), mapping)
     if fmt == "amazon":
-        return _read_amazon_log(path, mapping)
+        return read_amazon_log(path, mapping)
     if fmt == "recbole":
-        return _read_recbole_log(path, mapping)
+        return read_recbole_log(path, mapping)
     return read_movielens(path, mapping)
 
 
@@ -91,18 +91,18 @@ def read_side_table(source, kind: str, id_columns: Sequence[str] = ()) -> tuple[
     if not isinstance(source, (str, os.PathLike)):
         return table_from_memory(source, kind), f"<{kind} table>"
     path = check_file(source)
-    name = _strip_compression(path.name.lower())
+    name = strip_compression(path.name.lower())
     if name.endswith((".item", ".user")):
         table, _ = read_recbole_table(path)
         return table, str(path)
     fmt = infer_format(path)
     if fmt == "parquet":
-        return _read_parquet_any(path), str(path)
+        return read_parquet_any(path), str(path)
     if fmt == "jsonl":
         return read_json_lines(path), str(path)
     if fmt in ("csv", "tsv"):
         delimiter = "," if fmt == "csv" else "\t"
-        names = _header_names(path, delimiter, "utf-8")
+        names = header_names(path, delimiter, "utf-8")
         wanted = {c.lower() for c in id_columns}
         types = {n: pa.string() for n in names if n.lower() in wanted}
         return read_delimited(path, delimiter=delimiter, include=names, column_types=types), str(path)

@@ -225,7 +225,7 @@ class ClickTask(_HeadTask):
             max_position_embeddings=data_args.max_length,
             pad_token_id=self.tokenizer.pad_token_id,
             click_hidden_size=model_args.click_hidden_size,
-            **_backbone_fields(model_args, self.has_time),
+            **backbone_fields(model_args, self.has_time),
         )
         self.model = InterestForClickPrediction(config)
         self.label_note = (
@@ -280,7 +280,7 @@ class ForecastTask(_HeadTask):
             num_categories=len(names),
             category_names=names,
             forecast_horizon=model_args.forecast_horizon,
-            **_backbone_fields(model_args, self.has_time),
+            **backbone_fields(model_args, self.has_time),
         )
         self.model = InterestForInterestForecasting(config)
         self.model.set_item_category_weights(torch.from_numpy(weights))
@@ -324,7 +324,7 @@ def build_task(data, data_args: DataArguments, model_args: ModelArguments, train
     return TASK_CLASSES[train_args.task](data, data_args, model_args, train_args, log)
 
 
-def _backbone_fields(model_args: ModelArguments, has_time: bool) -> dict:
+def backbone_fields(model_args: ModelArguments, has_time: bool) -> dict:
     """The backbone's config fields; no time-gap embedding for a log without times (every gap would be unknown)."""
     fields = {name: getattr(model_args, name) for name in BACKBONE_FIELDS}
     fields["use_time_gaps"] = model_args.use_time_gaps and has_time

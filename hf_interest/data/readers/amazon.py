@@ -16,7 +16,7 @@ from .._arrow import (
     first_line,
 )
 from ..columns import ColumnMapping
-from .base import RawLog, _rename_canonical, check_file
+from .base import RawLog, check_file, rename_canonical
 from .jsonl import read_json_lines
 
 # Amazon Reviews: 2018 (McAuley lab, "reviewerID"/"asin"/"overall"/"unixReviewTime" in seconds) and 2023
@@ -40,7 +40,7 @@ def detect_amazon(path: Path) -> str | None:
     return None
 
 
-def _read_amazon_log(path: Path, mapping: ColumnMapping) -> RawLog:
+def read_amazon_log(path: Path, mapping: ColumnMapping) -> RawLog:
     path = check_file(path)
     version = detect_amazon(path)
     if version is None:
@@ -65,7 +65,7 @@ def _read_amazon_log(path: Path, mapping: ColumnMapping) -> RawLog:
     table = read_json_lines(path, options)
     unit = mapping.timestamp_unit if mapping.timestamp_unit != "s" else ("ms" if version == "2023" else "s")
     return RawLog(
-        table=_rename_canonical(table, resolved),
+        table=rename_canonical(table, resolved),
         source=str(path),
         provenance=Provenance(str(path), header_lines=0),
         columns=resolved,

@@ -23,7 +23,7 @@ from ..paths import missing_path_message
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "recbole", "movielens", "amazon")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
 _PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-_ID_FIELDS = ("user", "item", "event_type", "session")
+ID_FIELDS = ("user", "item", "event_type", "session")
 
 
 @dataclass
@@ -74,7 +74,7 @@ class RawLog:
 # Small shared pieces
 
 
-def _strip_compression(name: str) -> str:
+def strip_compression(name: str) -> str:
     for suffix in _COMPRESSION_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -102,7 +102,7 @@ def check_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def _parquet_files(root: Path) -> list[Path]:
+def parquet_files(root: Path) -> list[Path]:
     files = []
     for path in root.rglob("*"):
         rel = path.relative_to(root).parts
@@ -131,13 +131,13 @@ def infer_format(path: str | os.PathLike) -> str:
             return "recbole"
         if {"u.data", "ratings.dat"} & names or {"ratings.csv", "movies.csv"} <= names:
             return "movielens"
-        if _parquet_files(p):
+        if parquet_files(p):
             return "parquet"
         raise FileNotFoundError(
             f"{p}: the directory holds no behaviour log I recognise (Parquet shards, a RecBole .inter file, or "
             f"MovieLens files). Found: {format_values(sorted(names), 20)}."
         )
-    name = _strip_compression(p.name.lower())
+    name = strip_compression(p.name.lower())
     if name in ("u.data", "ratings.dat"):
         return "movielens"
     suffix = Path(name).suffix
@@ -178,11 +178,11 @@ def ids_to_strings(column: pa.Array | pa.ChunkedArray, name: str, source: str) -
     raise ValueError(f"{source}: id column {name!r} has type {typ}; ids must be integers or text.")
 
 
-def _rename_canonical(table: pa.Table, resolved: dict[str, str]) -> pa.Table:
+def rename_canonical(table: pa.Table, resolved: dict[str, str]) -> pa.Table:
     return pa.table({canonical: table.column(source) for canonical, source in resolved.items()})
 
 
-def _decode_header(raw: bytes, path: Path, encoding: str) -> str:
+def decode_header(raw: bytes, path: Path, encoding: str) -> str:
     try:
         return raw.decode("utf-8-sig" if encoding.lower().replace("-", "") == "utf8" else encoding)
     except UnicodeDecodeError:
@@ -193,7 +193,7 @@ def _decode_header(raw: bytes, path: Path, encoding: str) -> str:
         ) from None
 
 
-def _arrow_message(err: Exception) -> str:
+def arrow_message(err: Exception) -> str:
     return str(err).split("\n")[0]
 
 

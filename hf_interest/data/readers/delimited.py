@@ -17,7 +17,7 @@ from .._arrow import (
     utf8_error_location,
 )
 from ..columns import ColumnMapping, resolve_columns
-from .base import _ID_FIELDS, RawLog, _arrow_message, _decode_header, check_file
+from .base import ID_FIELDS, RawLog, arrow_message, check_file, decode_header
 
 # ----------------------------------------------------------------------------------------------------------------
 # Delimited text (CSV / TSV / RecBole atomic files)
@@ -78,7 +78,7 @@ def read_delimited(
                 stream, read_options=read_options, parse_options=parse_options, convert_options=convert_options
             )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-        message = _arrow_message(err)
+        message = arrow_message(err)
         if "Empty CSV file" in message:
             raise ValueError(f"{path}: the file is empty; it holds no events.") from None
         if "UTF8" in message or "UTF-8" in message:
@@ -117,8 +117,8 @@ def _find_line(path: Path, text: str, encoding: str) -> str:
         return "a row"
 
 
-def _header_names(path: Path, delimiter: str, encoding: str, quoting: bool = True) -> list[str]:
-    text = _decode_header(first_line(path), path, encoding)
+def header_names(path: Path, delimiter: str, encoding: str, quoting: bool = True) -> list[str]:
+    text = decode_header(first_line(path), path, encoding)
     reader = csv.reader([text], delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
     return [name.strip() for name in next(reader, [])]
 
@@ -137,7 +137,7 @@ def guess_delimiter(path: Path, default: str, encoding: str = "utf-8") -> tuple[
     The field separator of a CSV/TSV file: `default` when its header holds it, else the separator the header does
     hold (`;`, tab, `|` or `,`, the most frequent). Returns `(delimiter, note)`, the note saying so when guessed.
     """
-    header = _decode_header(first_line(path), path, encoding)
+    header = decode_header(first_line(path), path, encoding)
     if default in header:
         return default, None
     counts = {c: header.count(c) for c in (",", "\t", ";", "|") if c != default}
@@ -147,11 +147,11 @@ def guess_delimiter(path: Path, default: str, encoding: str = "utf-8") -> tuple[
     return guess, f"read as {guess!r}-separated: the header has no {default!r} but {counts[guess]} {guess!r}"
 
 
-def _read_csv_log(path: Path, mapping: ColumnMapping, delimiter: str, encoding: str, label: str) -> RawLog:
-    names = _header_names(path, delimiter, encoding)
+def read_csv_log(path: Path, mapping: ColumnMapping, delimiter: str, encoding: str, label: str) -> RawLog:
+    names = header_names(path, delimiter, encoding)
     _reject_duplicate_names(names, path)
     resolved = resolve_columns(mapping, names, str(path))
-    types = {resolved[k]: pa.string() for k in _ID_FIELDS if k in resolved}
+    types = {resolved[k]: pa.string() for k in ID_FIELDS if k in resolved}
     table = read_delimited(
         path, delimiter=delimiter, encoding=encoding, include=list(resolved.values()), column_types=types, label=label
     )

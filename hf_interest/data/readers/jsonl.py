@@ -19,7 +19,7 @@ from .._arrow import (
     utf8_error_location,
 )
 from ..columns import ColumnMapping, resolve_columns
-from .base import RawLog, _arrow_message, check_file
+from .base import RawLog, arrow_message, check_file
 
 # ----------------------------------------------------------------------------------------------------------------
 # JSON Lines (and Amazon Reviews, a JSON Lines dialect)
@@ -70,7 +70,7 @@ def read_json_lines(path: str | os.PathLike, parse_options: pajson.ParseOptions 
         with open_stream(path) as stream:
             table = pajson.read_json(stream, parse_options=parse_options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-        message = _arrow_message(err)
+        message = arrow_message(err)
         if "Empty JSON file" in message:
             raise ValueError(f"{path}: the file is empty; it holds no events.") from None
         line = _locate_json_error(path, parse_options)
@@ -96,7 +96,7 @@ def read_json_lines(path: str | os.PathLike, parse_options: pajson.ParseOptions 
     return table
 
 
-def _read_jsonl_log(path: Path, mapping: ColumnMapping) -> RawLog:
+def read_jsonl_log(path: Path, mapping: ColumnMapping) -> RawLog:
     table = read_json_lines(path)
     resolved = resolve_columns(mapping, table.column_names, str(path))
     return RawLog.from_columns(table, resolved, mapping, str(path), Provenance(str(path), header_lines=0))

@@ -9,7 +9,7 @@ from .._arrow import (
     Provenance,
 )
 from ..columns import ColumnMapping, resolve_columns
-from .base import RawLog, _arrow_message
+from .base import RawLog, arrow_message
 
 # ----------------------------------------------------------------------------------------------------------------
 # In-memory tables
@@ -38,7 +38,7 @@ def table_from_memory(source, label: str = "table") -> pa.Table:
             bad = _mixed_pandas_column(source)
             if bad is not None:
                 raise ValueError(f"DataFrame {label}: {bad}") from None
-            raise ValueError(f"DataFrame {label}: cannot convert to Arrow: {_arrow_message(err)}") from None
+            raise ValueError(f"DataFrame {label}: cannot convert to Arrow: {arrow_message(err)}") from None
     raise ValueError(
         f"Cannot read {label} from an object of type {type(source).__name__}; pass a path, a pyarrow.Table, a "
         f"pandas.DataFrame or a datasets.Dataset."
@@ -65,7 +65,7 @@ def _mixed_pandas_column(frame) -> str | None:
     return None
 
 
-def _read_memory_log(source, mapping: ColumnMapping) -> RawLog:
+def read_memory_log(source, mapping: ColumnMapping) -> RawLog:
     table = table_from_memory(source, "events")
     resolved = resolve_columns(mapping, table.column_names, "table")
     for name in ("user", "item"):

@@ -12,16 +12,16 @@ from .._arrow import (
     Provenance,
 )
 from ..columns import ColumnMapping, resolve_columns
-from .base import RawLog, _arrow_message, _parquet_files, check_file
+from .base import RawLog, arrow_message, check_file, parquet_files
 
 # ----------------------------------------------------------------------------------------------------------------
 # Parquet: one file, or a directory of shards (Spark `part-*.parquet` + `_SUCCESS`, Dask `part.N.parquet`, hive
 # partitions `key=value/`).
 
 
-def _read_parquet_log(path: Path, mapping: ColumnMapping) -> RawLog:
+def read_parquet_log(path: Path, mapping: ColumnMapping) -> RawLog:
     if path.is_dir():
-        files = _parquet_files(path)
+        files = parquet_files(path)
         if not files:
             raise FileNotFoundError(
                 f"{path}: the directory holds no Parquet files (*.parquet); files starting with '_' or '.' "
@@ -36,7 +36,7 @@ def _read_parquet_log(path: Path, mapping: ColumnMapping) -> RawLog:
         try:
             schemas.append(pq.read_schema(f))
         except (pa.ArrowInvalid, OSError) as err:
-            raise ValueError(f"{f}: not a readable Parquet file ({_arrow_message(err)}).") from None
+            raise ValueError(f"{f}: not a readable Parquet file ({arrow_message(err)}).") from None
     partition_fields: pa.Schema | None = None
     if path.is_dir():
         probe = pads.dataset(
@@ -81,7 +81,7 @@ def _read_parquet_log(path: Path, mapping: ColumnMapping) -> RawLog:
         else:
             table = pq.read_table(files[0], columns=needed)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as err:
-        raise ValueError(f"{path}: could not read the Parquet data: {_arrow_message(err)}") from None
+        raise ValueError(f"{path}: could not read the Parquet data: {arrow_message(err)}") from None
     counts = [(str(f), pq.ParquetFile(f).metadata.num_rows) for f in files] if len(files) > 1 else []
     return RawLog.from_columns(
         table,
@@ -93,9 +93,9 @@ def _read_parquet_log(path: Path, mapping: ColumnMapping) -> RawLog:
     )
 
 
-def _read_parquet_any(path: Path) -> pa.Table:
-    files = _parquet_files(path) if path.is_dir() else [path]
+def read_parquet_any(path: Path) -> pa.Table:
+    files = parquet_files(path) if path.is_dir() else [path]
     try:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
-        raise ValueError(f"{path}: could not read the Parquet data: {_arrow_message(err)}") from None
+        raise ValueError(f"{path}: could not read the Parquet data: {arrow_message(err)}") from None

@@ -14,7 +14,7 @@ from .._arrow import (
     first_line,
 )
 from ..columns import ColumnMapping, ItemColumns, resolve_columns, resolve_item_columns
-from .base import RawLog, _decode_header, canonical_items, canonical_users, check_file
+from .base import RawLog, canonical_items, canonical_users, check_file, decode_header
 from .delimited import read_delimited
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def recbole_header(path: Path) -> tuple[list[str], list[str]]:
     Returns:
         `(names, types)`.
     """
-    text = _decode_header(first_line(check_file(path)), path, "utf-8")
+    text = decode_header(first_line(check_file(path)), path, "utf-8")
     names, types = [], []
     for position, entry in enumerate(text.split("\t"), start=1):
         name, sep, typ = entry.strip().rpartition(":")
@@ -81,7 +81,7 @@ def _split_tokens(column: pa.ChunkedArray, separator: str = " ") -> pa.ChunkedAr
     return drop_empty_strings(parts) if pc.any(pc.equal(flat, "")).as_py() else parts
 
 
-def _read_recbole_log(path: Path, mapping: ColumnMapping) -> RawLog:
+def read_recbole_log(path: Path, mapping: ColumnMapping) -> RawLog:
     if path.is_dir():
         inter = sorted(path.glob("*.inter"))
         if not inter:
