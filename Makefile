@@ -1,5 +1,5 @@
 # The two commands README.md promises. Both set up .venv first (idempotent).
-.PHONY: setup test lint main
+.PHONY: setup test test-fast lint main
 
 setup:
 	bash scripts/setup_env.sh
@@ -11,6 +11,10 @@ lint: setup
 
 test: lint
 	.venv/bin/python -m pytest -q
+
+# The fast tier: everything but the end-to-end runs, notebooks, browser and benchmark tests (tests/conftest.py).
+test-fast: setup
+	.venv/bin/python -m pytest -q -m "not slow"
 
 # The main job: MovieLens-100K (taken from the recbole==1.2.1 wheel on PyPI, never committed), default settings,
 # results table with the protocol and the popularity baseline, push-ready folder in runs/ml100k.
