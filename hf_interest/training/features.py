@@ -197,22 +197,24 @@ class Placement:
 
 class OptimizerStep:
     """One optimizer step from one batch: forward, backward, clipping (DP-SGD clips each user's gradient itself, inside
-    the optimizer), step, schedule. A DP-SGD draw of no user is a step of noise alone, with no loss (None)."""
+    the optimizer), step, schedule. A DP-SGD draw of no user is a step of noise alone, with no loss (None).
+    `forward_kwargs`: the task's own arguments of the forward pass (DP-SGD's per-row loss is added to them)."""
 
-    def __init__(self, accelerator, trained, optimizer, scheduler, table: ItemTableUpdates, train_args, placement):
+    def __init__(self, accelerator, trained, optimizer, scheduler, table: ItemTableUpdates, train_args, placement,
+                 forward_kwargs: dict):  # fmt: skip
         self.accelerator, self.trained, self.optimizer, self.scheduler = accelerator, trained, optimizer, scheduler
         self.table, self.private = table, placement.private
         self.max_grad_norm = train_args.max_grad_norm if placement.private is None else 0.0
-        self.forward_kwargs = placement.forward_kwargs
+        self.forward_kwargs = {**forward_kwargs, **placement.forward_kwargs}
 
-    def __call__(self, batch: dict, forward_kwargs: dict) -> torch.Tensor | None:
+    def __call__(self, batch: dict) -> torch.Tensor | None:
         if self.private is not None and len(batch["input_ids"]) == 0:  # a Poisson draw of no user: noise only
             self.private.empty_step()
             self._step()
             return None
         accelerator = self.accelerator
         with accelerator.accumulate(self.trained):
-            loss = self.trained(**batch, **forward_kwargs, **self.forward_kwargs).loss
+            loss = self.trained(**batch, **self.forward_kwargs).loss
             accelerator.backward(loss)
             if accelerator.sync_gradients and self.max_grad_norm > 0:
                 self.table.clip(accelerator, self.trained.parameters(), self.max_grad_norm)

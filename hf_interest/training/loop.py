@@ -39,10 +39,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, train_args: Trai
     The entry point of every command line: `--num_shards` > 1 trains SISA's shards (`sisa.train_shards`, one
     `training_function` per shard, then their ensemble); otherwise one `training_function`.
     """
-    check_arguments(data_args, train_args, model_args)  # before any data is read: a typo should not cost a data load
     if train_args.num_shards > 1:
         from .sisa import train_shards
 
+        check_arguments(data_args, train_args, model_args)  # before any shard's data is read
         return train_shards(data_args, model_args, train_args, train_one=training_function)
     return training_function(data_args, model_args, train_args)
 
@@ -57,7 +57,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     Returns:
         `dict`: what `eval_results.json` holds (`{"stopped_at_epoch": n}` after `--stop_after_epochs`).
     """
-    check_arguments(data_args, train_args, model_args)
+    check_arguments(data_args, train_args, model_args)  # before any data is read: a typo should not cost a data load
     if train_args.num_shards > 1:
         raise ValueError("training_function trains one model; --num_shards > 1 goes through training.train (SISA).")
     logging.getLogger("accelerate.utils.other").addFilter(TIED_WEIGHTS_SAVE_FILTER)
@@ -91,7 +91,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     )
     task.prepare(accelerator)
     average = WeightAverage(model, train_args, task.name, accelerator, adapters.any, placement, raw_optimizer, table)
-    step = OptimizerStep(accelerator, trained, optimizer, scheduler, table, train_args, placement)
+    step = OptimizerStep(accelerator, trained, optimizer, scheduler, table, train_args, placement, task.forward_kwargs)
     for stateful in task.stateful:  # e.g. the click collators' sampling counters
         accelerator.register_for_checkpointing(stateful)
     accelerator.init_trackers("hf_interest", config={**asdict(data_args), **asdict(model_args), **asdict(train_args)})
@@ -118,7 +118,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
             train_loader, desc=f"epoch {epoch + 1}", disable=not accelerator.is_local_main_process or None, leave=False
         )
         for batch in _within(placement.epoch_context(trained), batches):
-            loss = step(_model_inputs(batch, task.has_time), task.forward_kwargs)
+            loss = step(_model_inputs(batch, task.has_time))
             if loss is None:  # DP-SGD's step of noise alone
                 state["steps"] = state.get("steps", 0) + 1
                 continue
