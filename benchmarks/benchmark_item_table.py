@@ -60,12 +60,12 @@ def measure(num_items: int, updates: str, steps: int, device: str = "cpu") -> di
         torch.cuda.reset_peak_memory_stats()
     after_model = _rss_mb()[0]
     if updates == "lazy":
-        table = enable_sparse_item_gradients(model)
+        tables = enable_sparse_item_gradients(model)
         optimizer = LazyAdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(DEFAULT_EMA_DECAY))
-    lazy_average = LazyRowEMA(average, model, optimizer, table, DEFAULT_EMA_DECAY) if updates == "lazy" else None
+    lazy_average = LazyRowEMA(average, model, optimizer, tables, DEFAULT_EMA_DECAY) if updates == "lazy" else None
     generator = torch.Generator().manual_seed(0)
     times = {part: [] for part in PARTS}
     for step in range(steps + 2):

@@ -1193,9 +1193,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         vectors = None
         if self.config.item_representation != "text":
             weight, embeddings = self.item_head.weight, self.model.item_embeddings
-            # Sparse gradients when the tied id embeddings ask for them (`nn.Embedding(..., sparse=True)`), so the
-            # table's gradient holds the rows of this batch only on both of its sides; dense otherwise.
-            sparse = embeddings is not None and embeddings.sparse and weight is embeddings.weight
+            # Sparse gradients when the id embeddings ask for them (`nn.Embedding(..., sparse=True)`), so the output
+            # table's gradient (the same table when tied) holds the rows of this batch only; dense otherwise.
+            sparse = embeddings is not None and embeddings.sparse
             vectors = F.embedding(item_ids, weight, sparse=sparse)
             if item_id_keep is not None:
                 vectors = vectors * item_id_keep[item_ids, None].to(vectors.dtype)

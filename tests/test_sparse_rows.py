@@ -8,7 +8,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction
 from hf_interest.training.arguments import TrainArguments
-from hf_interest.training.features import lazy_item_table
+from hf_interest.training.features import lazy_item_tables
 from hf_interest.training.sparse_rows import (
     LazyAdamW,
     LazyRowEMA,
@@ -52,21 +52,29 @@ OPTIONS = [
     {},
     {"loss_exclude_seen": True},
     {"item_representation": "id+text", "text_embedding_size": 8, "item_id_dropout": 0.3},
+    {"tie_word_embeddings": False},  # a separate output table: two tables, each with its own sparse gradient
+    {"tie_word_embeddings": False, "item_representation": "id+text", "text_embedding_size": 8, "item_id_dropout": 0.3},
 ]
+TABLES = ("model.item_embeddings.weight", "item_head.weight")
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("options", OPTIONS)
 def test_sparse_item_gradients_equal_the_dense_ones(options, device):
     dense, sparse = tiny(**options).to(device), tiny(**options).to(device)
-    table = enable_sparse_item_gradients(sparse)
-    assert table is sparse.model.item_embeddings.weight is sparse.item_head.weight
+    tables = enable_sparse_item_gradients(sparse)
+    if sparse.config.tie_word_embeddings:
+        assert tables == (sparse.model.item_embeddings.weight,)
+        assert tables[0] is sparse.item_head.weight
+    else:
+        assert tables == (sparse.model.item_embeddings.weight, sparse.item_head.weight)
     inputs = {name: tensor.to(device) for name, tensor in batch().items()}
     expected, got = grads(dense, inputs), grads(sparse, inputs)
     assert got.keys() == expected.keys()
+    assert sum(name in TABLES for name in got) == len(tables)
     for name, grad in got.items():
-        if name == "model.item_embeddings.weight":
-            assert grad.is_sparse
+        assert grad.is_sparse == (name in TABLES), name
+        if name in TABLES:
             # fewer rows than the vocabulary: the history, the targets and the drawn negatives only
             assert grad.coalesce().indices().shape[1] < 40
             grad = grad.to_dense()
@@ -77,12 +85,13 @@ def test_sparse_gradients_are_refused_where_they_do_not_apply():
     full = tiny()
     full.config.loss_type = "full_softmax"
     assert "full softmax" in sparse_item_gradients_supported(full)
-    untied = tiny()
-    untied.item_head.weight = nn.Parameter(untied.item_head.weight.detach().clone())
-    assert "not tied" in sparse_item_gradients_supported(untied)
-    with pytest.raises(ValueError, match="not tied"):
-        enable_sparse_item_gradients(untied)
+    odd = tiny(tie_word_embeddings=False)
+    odd.item_head = nn.Linear(16, 7)  # an output layer that is not an item table
+    assert "not an item table" in sparse_item_gradients_supported(odd)
+    with pytest.raises(ValueError, match="not an item table"):
+        enable_sparse_item_gradients(odd)
     assert sparse_item_gradients_supported(tiny()) is None
+    assert sparse_item_gradients_supported(tiny(tie_word_embeddings=False)) is None
 
 
 def _sparse(rows: list[int], values: torch.Tensor, num_rows: int) -> torch.Tensor:
@@ -156,6 +165,7 @@ class TableModel(nn.Module):
         super().__init__()
         torch.manual_seed(5)
         self.table = nn.Parameter(torch.randn(10, 3))
+        self.output = nn.Parameter(torch.randn(10, 3))  # a second lazily updated table (a separate output table)
         self.linear = nn.Linear(3, 2)
         self.register_buffer("counts", torch.zeros(10))
 
@@ -166,11 +176,13 @@ def test_lazy_row_ema_equals_the_dense_average_of_the_same_weights():
     decay = 0.8
     dense = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
     lazy_average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-    lazy = LazyRowEMA(lazy_average, model, optimizer, model.table, decay)
+    lazy = LazyRowEMA(lazy_average, model, optimizer, (model.table, model.output), decay)
     generator = torch.Generator().manual_seed(6)
     for step in range(12):
         rows = torch.randperm(10, generator=generator)[: 1 + step % 3].tolist()  # most rows idle for many steps
         model.table.grad = _sparse(rows, torch.randn(len(rows), 3, generator=generator), 10)
+        other = torch.randperm(10, generator=generator)[: 1 + step % 2].tolist()  # other rows of the other table
+        model.output.grad = _sparse(other, torch.randn(len(other), 3, generator=generator), 10) if step % 4 else None
         model.linear.weight.grad = torch.randn(2, 3, generator=generator)
         model.linear.bias.grad = torch.randn(2, generator=generator)
         optimizer.step()
@@ -180,6 +192,7 @@ def test_lazy_row_ema_equals_the_dense_average_of_the_same_weights():
         if step in (0, 5, 11):  # read mid-training, as validation does, then go on
             if step == 11:  # before the read, rows idle since their last change lag behind: the work saved
                 assert not torch.allclose(lazy_average.module.table, dense.module.table)
+                assert not torch.allclose(lazy_average.module.output, dense.module.output)
             lazy.synchronize()
             for (name, mine), theirs in zip(lazy_average.module.named_parameters(), dense.module.parameters(),
                                             strict=True):  # fmt: skip
@@ -191,29 +204,33 @@ def test_lazy_row_ema_equals_the_dense_average_of_the_same_weights():
 def test_lazy_updates_are_chosen_with_the_sampled_softmax_and_refused_where_they_do_not_apply(tmp_path):
     accelerator = Accelerator(cpu=True)
     args = TrainArguments(output_dir=str(tmp_path))
-    assert lazy_item_table(tiny(), "next-item", args, accelerator, adapters=False) is not None
+    assert len(lazy_item_tables(tiny(), "next-item", args, accelerator, adapters=False)) == 1
+    assert len(lazy_item_tables(tiny(tie_word_embeddings=False), "next-item", args, accelerator, adapters=False)) == 2
     full = tiny()
     full.config.loss_type = "full_softmax"
-    assert lazy_item_table(full, "next-item", args, accelerator, adapters=False) is None  # auto: dense
+    assert lazy_item_tables(full, "next-item", args, accelerator, adapters=False) is None  # auto: dense
     assert not full.model.item_embeddings.sparse
     lazy = TrainArguments(output_dir=str(tmp_path), item_table_updates="lazy")
     with pytest.raises(ValueError, match="full softmax reads every row"):
-        lazy_item_table(full, "next-item", lazy, accelerator, adapters=False)
+        lazy_item_tables(full, "next-item", lazy, accelerator, adapters=False)
     with pytest.raises(ValueError, match="--task click trains a head"):
-        lazy_item_table(tiny(), "click", lazy, accelerator, adapters=False)
+        lazy_item_tables(tiny(), "click", lazy, accelerator, adapters=False)
     dense = TrainArguments(output_dir=str(tmp_path), item_table_updates="dense")
-    assert lazy_item_table(tiny(), "next-item", dense, accelerator, adapters=False) is None
+    assert lazy_item_tables(tiny(), "next-item", dense, accelerator, adapters=False) is None
     with pytest.raises(ValueError, match="item_table_updates"):
         TrainArguments(output_dir=str(tmp_path), item_table_updates="sparse")
 
 
-def test_a_sparse_model_saves_and_loads_as_a_plain_one(tmp_path):
-    model = tiny()
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_sparse_model_saves_and_loads_as_a_plain_one(tmp_path, tied):
+    model = tiny(tie_word_embeddings=tied)
     enable_sparse_item_gradients(model)
     model.save_pretrained(tmp_path)
     loaded = InterestForNextItemPrediction.from_pretrained(tmp_path)
     assert not loaded.model.item_embeddings.sparse
     assert torch.equal(loaded.model.item_embeddings.weight, model.model.item_embeddings.weight)
+    assert torch.equal(loaded.item_head.weight, model.item_head.weight)
+    assert (loaded.item_head.weight is loaded.model.item_embeddings.weight) == tied
 
 
 def test_item_table_benchmark_measures_every_cell(tmp_path):

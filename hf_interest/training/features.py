@@ -103,23 +103,26 @@ class ItemTableUpdates:
     """
 
     def __init__(self, model, task_name: str, train_args: TrainArguments, accelerator, adapters: bool, private: bool):
-        self.table = None
+        self.tables = None
         if not private:  # DP-SGD's per-user gradients are dense
-            self.table = lazy_item_table(model, task_name, train_args, accelerator, adapters)
-        self.name = "lazy" if self.table is not None else "dense"
-        self.optimizer_class = LazyAdamW if self.table is not None else torch.optim.AdamW
+            self.tables = lazy_item_tables(model, task_name, train_args, accelerator, adapters)
+        self.name = "lazy" if self.tables is not None else "dense"
+        self.optimizer_class = LazyAdamW if self.tables is not None else torch.optim.AdamW
 
     def clip(self, accelerator: Accelerator, parameters, max_norm: float) -> None:
         """Global-norm clipping; torch's own cannot norm a sparse gradient, `sparse_rows.clip_grad_norm_` can."""
-        if self.table is None:
+        if self.tables is None:
             accelerator.clip_grad_norm_(parameters, max_norm)
         else:
             accelerator.unscale_gradients()
             clip_grad_norm_(parameters, max_norm)
 
 
-def lazy_item_table(model, task_name: str, train_args: TrainArguments, accelerator, adapters: bool):
-    """The item table's weight when its rows are updated lazily (after making its gradient sparse), else None."""
+def lazy_item_tables(model, task_name: str, train_args: TrainArguments, accelerator, adapters: bool):
+    """
+    The item tables' weights (the id embeddings, and a separate output table where there is one) when their rows are
+    updated lazily, after making their gradients sparse; None when every row is updated.
+    """
     choice = train_args.item_table_updates
     if choice == "dense":
         accelerator.print("item table updates: dense (--item_table_updates dense)")
@@ -140,11 +143,13 @@ def lazy_item_table(model, task_name: str, train_args: TrainArguments, accelerat
             raise ValueError(f"--item_table_updates lazy does not apply: {why_not}. Use --item_table_updates dense.")
         accelerator.print(f"item table updates: dense (--item_table_updates auto: {why_not})")
         return None
+    tables = enable_sparse_item_gradients(model)
+    which = "the id table's rows" if len(tables) == 1 else "the rows of the id table and of the separate output table"
     accelerator.print(
         f"item table updates: lazy (--item_table_updates {choice}: sampled softmax): each step updates, decays and "
-        "averages only the table rows it read; --item_table_updates dense for AdamW over every row"
+        f"averages only {which} it read; --item_table_updates dense for AdamW over every row"
     )
-    return enable_sparse_item_gradients(model)
+    return tables
 
 
 class Placement:
@@ -263,8 +268,8 @@ class WeightAverage:
         if decay:
             self.ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(decay))
             accelerator.register_for_checkpointing(self.ema)
-            if table.table is not None:
-                self.lazy = LazyRowEMA(self.ema, accelerator.unwrap_model(model), optimizer, table.table, decay)
+            if table.tables is not None:
+                self.lazy = LazyRowEMA(self.ema, accelerator.unwrap_model(model), optimizer, table.tables, decay)
 
     @property
     def evaluated(self):
@@ -332,7 +337,7 @@ class FaultHooks:
 
 __all__ = [
     "Adapters",
-    "lazy_item_table",
+    "lazy_item_tables",
     "FaultHooks",
     "ItemTableUpdates",
     "OptimizerStep",

@@ -6,9 +6,10 @@ weight average then read and write every row, with their temporaries. At a milli
 about three extra copies of the table in memory. This module makes those parts cost the rows of the batch:
 
 - `enable_sparse_item_gradients(model)` sets `sparse=True` on the id embeddings (a standard `nn.Embedding` option);
-  the model's sampled softmax gathers the tied output rows with `F.embedding` under the same flag, so the table's
-  gradient is one sparse tensor of the rows read on either side. The model file is unchanged plain PyTorch; a saved
-  and reloaded model is dense again.
+  the model's sampled softmax gathers the output rows with `F.embedding` under the same flag, so each item table's
+  gradient is one sparse tensor of the rows read: with the output tied to the id embeddings (the default), one table
+  read on either side; with a separate output table (`tie_word_embeddings=False`), two tables, each updated and
+  averaged by its own rows. The model file is unchanged plain PyTorch; a saved and reloaded model is dense again.
 - `LazyAdamW` is `torch.optim.AdamW` for every dense parameter and, for a sparse gradient, the lazy Adam of large
   embedding tables (TensorFlow Addons' `LazyAdam`, torch's `SparseAdam`, FBGEMM's table-batched Adam): only the rows
   in the gradient are updated, their moments and their weight decay included; the other rows, and their moments,
@@ -33,10 +34,24 @@ from torch.optim.swa_utils import AveragedModel
 
 
 def item_table(model: nn.Module) -> nn.Embedding | None:
-    """The id embeddings of an hf_interest next-item model (the table that is tied to the output), or None."""
+    """The id embeddings of an hf_interest next-item model (the input-side item table), or None."""
     backbone = getattr(model, "model", model)
     embeddings = getattr(backbone, "item_embeddings", None)
     return embeddings if isinstance(embeddings, nn.Embedding) else None
+
+
+def item_tables(model: nn.Module) -> tuple[nn.Parameter, ...]:
+    """
+    The item tables a step reads by row: the id embeddings' weight, and the output layer's weight where it is a
+    separate table (`tie_word_embeddings=False`). Empty without id embeddings.
+    """
+    embeddings = item_table(model)
+    if embeddings is None:
+        return ()
+    output = getattr(getattr(model, "item_head", None), "weight", None)
+    if output is None or output is embeddings.weight:
+        return (embeddings.weight,)
+    return embeddings.weight, output
 
 
 def sparse_item_gradients_supported(model: nn.Module) -> str | None:
@@ -44,18 +59,19 @@ def sparse_item_gradients_supported(model: nn.Module) -> str | None:
     embeddings = item_table(model)
     if embeddings is None:
         return "the model has no id embedding table"
-    head = getattr(model, "item_head", None)
-    if getattr(head, "weight", None) is not embeddings.weight:
-        return "the item table is not tied to the output layer"
+    output = getattr(getattr(model, "item_head", None), "weight", None)
+    if output is None or output.shape != embeddings.weight.shape:
+        return "the output layer is not an item table of the id embeddings' shape"
     if getattr(getattr(model, "config", None), "loss_type", None) != "sampled_softmax":
         return "the full softmax reads every row of the table in every step"
     return None
 
 
-def enable_sparse_item_gradients(model: nn.Module) -> nn.Parameter:
+def enable_sparse_item_gradients(model: nn.Module) -> tuple[nn.Parameter, ...]:
     """
-    Makes the item table's gradient sparse (the rows of the batch only), in place, for training with the sampled
-    softmax. Returns the table's weight, the one parameter with a sparse gradient from then on.
+    Makes the item tables' gradients sparse (the rows of the batch only), in place, for training with the sampled
+    softmax. Returns the tables' weights (`item_tables`), the parameters with sparse gradients from then on: one with
+    the output tied to the id embeddings, two with a separate output table.
 
     Raises:
         ValueError: where it does not apply (`sparse_item_gradients_supported` says why).
@@ -63,9 +79,8 @@ def enable_sparse_item_gradients(model: nn.Module) -> nn.Parameter:
     why_not = sparse_item_gradients_supported(model)
     if why_not is not None:
         raise ValueError(f"Sparse item-table gradients do not apply: {why_not}.")
-    embeddings = item_table(model)
-    embeddings.sparse = True
-    return embeddings.weight
+    item_table(model).sparse = True
+    return item_tables(model)
 
 
 class LazyAdamW(torch.optim.AdamW):
@@ -161,34 +176,38 @@ def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
 class LazyRowEMA:
     """
     Updates an `AveragedModel` built with `get_ema_multi_avg_fn(decay)` as its `update_parameters` would, with the
-    item table's rows updated only when `LazyAdamW` changes them (see the module's docstring). Call `update` after
+    item tables' rows updated only when `LazyAdamW` changes them (see the module's docstring). Call `update` after
     each optimizer step and `synchronize` before the average is read.
 
     Args:
         averaged: the `AveragedModel` (its `module` is what is evaluated and saved).
         model: the trained model, unwrapped.
         optimizer (`LazyAdamW`): the optimizer of `model`, unwrapped.
-        table (`nn.Parameter`): the parameter of `model` updated lazily.
+        tables (`nn.Parameter`, or a sequence of them): the parameters of `model` updated lazily.
         decay (`float`): the average's decay.
     """
 
-    def __init__(self, averaged: AveragedModel, model: nn.Module, optimizer: LazyAdamW, table, decay: float):
+    def __init__(self, averaged: AveragedModel, model: nn.Module, optimizer: LazyAdamW, tables, decay: float):
         self.averaged, self.optimizer, self.decay = averaged, optimizer, decay
-        names = [name for name, param in model.named_parameters() if param is table]
-        if not names:
-            raise ValueError("LazyRowEMA: the table is not a parameter of the model.")
-        self.table = table
-        self.averaged_table = averaged.module.get_parameter(names[0])
+        tables = (tables,) if isinstance(tables, torch.Tensor) else tuple(tables)
+        averaged_by_name = dict(averaged.module.named_parameters())
+        names = {id(param): name for name, param in model.named_parameters()}
+        missing = [k for k, table in enumerate(tables) if id(table) not in names]
+        if missing or not tables:
+            raise ValueError("LazyRowEMA: every table must be a parameter of the model.")
+        self.tables = [(table, averaged_by_name[names[id(table)]]) for table in tables]
+        lazy = {id(table) for table in tables}
         self.pairs = [
             (averaged_param, param)
             for (name, param), averaged_param in zip(
                 model.named_parameters(), averaged.module.parameters(), strict=True
             )
-            if param is not table
+            if id(param) not in lazy
         ]
         self.buffers = list(zip(averaged.module.buffers(), model.buffers(), strict=True))
         self.steps = 0
-        self.synced = torch.zeros(table.shape[0], dtype=torch.long, device=table.device)  # the step of each row
+        # the step up to which each row of each table is averaged
+        self.synced = [torch.zeros(table.shape[0], dtype=torch.long, device=table.device) for table in tables]
 
     @torch.no_grad()
     def update(self) -> None:
@@ -200,27 +219,30 @@ class LazyRowEMA:
             torch._foreach_copy_(averaged, current)
         else:
             torch._foreach_lerp_(averaged, current, 1 - self.decay)
-        changed = self.optimizer.last_rows.get(self.table)
-        if changed is not None:
+        for (table, averaged_table), synced in zip(self.tables, self.synced, strict=True):
+            changed = self.optimizer.last_rows.get(table)
+            if changed is None:
+                continue
             rows, before = changed
-            row_average = self.averaged_table.index_select(0, rows)
             if first:
-                row_average = self.table.index_select(0, rows)
+                row_average = table.index_select(0, rows)
             else:  # the steps in which the row stood still at `before`, then this step's update
-                idle = (self.steps - 1 - self.synced.index_select(0, rows)).to(row_average.dtype)
+                row_average = averaged_table.index_select(0, rows)
+                idle = (self.steps - 1 - synced.index_select(0, rows)).to(row_average.dtype)
                 row_average = before + self.decay ** idle[:, None] * (row_average - before)
-                row_average.lerp_(self.table.index_select(0, rows), 1 - self.decay)
-            self.averaged_table.index_copy_(0, rows, row_average)
-            self.synced.index_fill_(0, rows, self.steps)
+                row_average.lerp_(table.index_select(0, rows), 1 - self.decay)
+            averaged_table.index_copy_(0, rows, row_average)
+            synced.index_fill_(0, rows, self.steps)
         for averaged_buffer, buffer in self.buffers:  # not averaged: kept equal to the model's, as AveragedModel does
             averaged_buffer.copy_(buffer)
         self.averaged.n_averaged += 1
 
     @torch.no_grad()
     def synchronize(self) -> None:
-        """Brings every row of the averaged table up to the last step: what the dense average would hold."""
-        idle = (self.steps - self.synced).to(self.table.dtype)
-        if bool((idle > 0).any()):
-            weights = self.table.detach()
-            self.averaged_table.sub_(weights).mul_(self.decay ** idle[:, None]).add_(weights)
-            self.synced.fill_(self.steps)
+        """Brings every row of the averaged tables up to the last step: what the dense average would hold."""
+        for (table, averaged_table), synced in zip(self.tables, self.synced, strict=True):
+            idle = (self.steps - synced).to(table.dtype)
+            if bool((idle > 0).any()):
+                weights = table.detach()
+                averaged_table.sub_(weights).mul_(self.decay ** idle[:, None]).add_(weights)
+                synced.fill_(self.steps)
