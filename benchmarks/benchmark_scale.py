@@ -5,7 +5,7 @@ Parquet with integer `user_id`, `item_id`, `timestamp`, users of 50-150 events, 
 categories so that most of the catalogue occurs), then, each in a fresh process so that peak memory is its own:
 
     ingest    `load_behaviors(path)`: read, clean, sort, leave-one-out split (events/s, peak RSS)
-    train     `hf_interest.training.main` as a user runs it, defaults unless stated (--loss_type auto picks the
+    train     `hf_interest_cli.commands.train_main` as a user runs it, defaults unless stated (--loss_type auto picks the
               softmax), `--max_steps` optimizer steps or one whole epoch, then validation and test over ALL users
               (full ranking) and the write of the run folder: training events/s (real input events read per second of
               training steps), peak RSS of the whole process, validation seconds, and the recommend latency of the

@@ -24,7 +24,12 @@ SPACE_LINK_FILE = "space.json"
 """In a run folder: `{"space_id": ORG/NAME}`, the Space `hf-interest space` published for it; the card links to it."""
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CODE_FILES = ("configuration_interest.py", "modeling_interest.py", "tokenization_interest.py")
+CODE_FILES = (
+    "configuration_interest.py",
+    "checkpoint_interest.py",
+    "modeling_interest.py",
+    "tokenization_interest.py",
+)
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_interest.InterestConfig",
     "AutoModel": "modeling_interest.InterestModel",

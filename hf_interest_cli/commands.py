@@ -69,16 +69,17 @@ def _info(model: str) -> dict:
     weights = _cached(model, "model.safetensors")
     if weights is not None:
         from hf_interest import modeling_interest
+        from hf_interest.checkpoint_interest import checkpoint_problems, read_weights_header
         from hf_interest.configuration_interest import InterestConfig
 
-        shapes, metadata = modeling_interest.read_weights_header([weights])
+        shapes, metadata = read_weights_header([weights])
         result["parameters"] = sum(math.prod(shape) for shape in shapes.values())
         result["weights_bytes"] = weights.stat().st_size
         try:
             loaded_config = InterestConfig.from_dict(config)
             name = (config.get("architectures") or ["InterestModel"])[0]
             model_class = getattr(modeling_interest, name, modeling_interest.InterestModel)
-            problems = modeling_interest.checkpoint_problems(model_class, loaded_config, shapes, metadata)
+            problems = checkpoint_problems(model_class, loaded_config, shapes, metadata)
         except ValueError as error:
             problems = [f"config.json is not a valid InterestConfig: {error}"]
         result["problems"] = problems

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from hf_interest import InterestConfig, InterestForInterestForecasting, InterestForNextItemPrediction, InterestModel
-from hf_interest.modeling_interest import WEIGHT_FIELDS_METADATA_KEY, checkpoint_problems, read_weights_header
+from hf_interest.checkpoint_interest import WEIGHT_FIELDS_METADATA_KEY, checkpoint_problems, read_weights_header
 from hf_interest_cli import main
 
 CONFIG = {"num_items": 23, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,

@@ -21,6 +21,7 @@ from hf_interest.hub import prepare_upload_folder, push_to_hub
 REPO_ID = "acme/tiny-interest"
 MODEL_FILES = {
     "README.md",
+    "checkpoint_interest.py",
     "config.json",
     "configuration_interest.py",
     "eval_results.json",

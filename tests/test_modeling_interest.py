@@ -159,6 +159,7 @@ def test_checkpoint_folder_layout(tmp_path, tester):
         "config.json",
         "model.safetensors",
         "configuration_interest.py",
+        "checkpoint_interest.py",
         "modeling_interest.py",
         "tokenization_interest.py",
         "tokenizer_config.json",
@@ -175,12 +176,23 @@ def test_checkpoint_folder_layout(tmp_path, tester):
     }
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
     assert tokenizer_config["auto_map"]["AutoTokenizer"][0] == "tokenization_interest.ItemTokenizer"
-    # The modeling file imports nothing from the project except its configuration file.
-    source = (folder / "modeling_interest.py").read_text()
-    project_imports = [
-        line for line in source.splitlines() if line.startswith(("from .", "import hf_interest", "from hf_interest"))
+
+    # The modeling file imports nothing from the project except its configuration and the checkpoint checks, both
+    # relatively (transformers ships relative imports with the remote code); those import only the configuration.
+    def project_imports(name):
+        source = (folder / name).read_text()
+        return [
+            line
+            for line in source.splitlines()
+            if line.startswith(("from .", "import hf_interest", "from hf_interest"))
+        ]
+
+    assert project_imports("modeling_interest.py") == [
+        "from .checkpoint_interest import InterestCheckpointMixin",
+        "from .configuration_interest import InterestConfig",
     ]
-    assert project_imports == ["from .configuration_interest import InterestConfig"]
+    assert project_imports("checkpoint_interest.py") == ["from .configuration_interest import InterestConfig"]
+    assert project_imports("configuration_interest.py") == []
 
 
 def test_save_load_round_trip_gives_identical_outputs(tmp_path, tester):
@@ -227,6 +239,10 @@ REMOTE_SCRIPT = textwrap.dedent(
     backbone = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     assert "hf_interest" not in type(model).__module__, type(model).__module__
+    # the checkpoint checks came with the model file (a relative import transformers ships) and run on load
+    mixin = [c for c in type(model).__mro__ if c.__name__ == "InterestCheckpointMixin"]
+    assert mixin and mixin[0].__module__.endswith("checkpoint_interest"), [c.__module__ for c in type(model).__mro__]
+    assert "hf_interest" not in mixin[0].__module__, mixin[0].__module__
     recs = model.recommend(**tokenizer([["item-1", "item-2"]], return_tensors="pt"), top_k=3)
     torch.save(
         {

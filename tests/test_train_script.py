@@ -42,7 +42,7 @@ def runs(tmp_path_factory):
 def test_run_folder_is_push_ready(runs):
     folder = runs["full"]
     for name in ("config.json", "model.safetensors", "modeling_interest.py", "configuration_interest.py",
-                 "item_vocab.json", "tokenizer_config.json", "tokenization_interest.py", "eval_results.json",
+                 "checkpoint_interest.py", "item_vocab.json", "tokenizer_config.json", "tokenization_interest.py", "eval_results.json",
                  "README.md"):  # fmt: skip
         assert (folder / name).is_file(), name
     results = json.loads((folder / "eval_results.json").read_text())

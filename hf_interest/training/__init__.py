@@ -55,7 +55,6 @@ __all__ = [
     "filter_eval_targets",
     "keep_freed_memory_for_reuse",
     "load_data",
-    "main",
     "next_item_dataloaders",
     "popularity_baseline",
     "targets_from_seconds",
