@@ -30,7 +30,6 @@ model, the log-probability of a category among the next events (by default the m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -154,7 +153,7 @@ class _NextItemScorer(_Scorer):
 
     def full(self, vectors, input_ids, attention_mask, timestamps, targets=None) -> torch.Tensor:
         states = self.backbone(vectors, attention_mask, timestamps, states_to_keep=1).last_hidden_state[:, -1]
-        logits = self.model._item_logits(states).float()
+        logits = self.model.item_logits(states).float()
         logits[:, : self.config.num_special_tokens] = float("-inf")
         return logits
 
@@ -531,22 +530,15 @@ def interest_weights(model, input_ids, attention_mask=None, timestamps=None) -> 
     heads = module.num_heads
     long_heads = torch.zeros(batch_size, seq_len, heads, device=items.device)
     short_heads = torch.zeros(batch_size, seq_len, heads, device=items.device)
-    with torch.no_grad():
+    with torch.no_grad():  # the model's own weights, from the module's public methods (the math its forward uses)
         if hasattr(module, "long_term_query"):
-            key = module._heads(module.long_term_key(items))  # (B, T, nh, hd)
-            query = module.long_term_query.reshape(module.num_heads, -1)
-            scores = torch.einsum("bthd,hd->bth", key, query) / math.sqrt(query.shape[-1])
-            scores = scores.float().masked_fill(~real[..., None], float("-inf"))
+            key = module.split_heads(module.long_term_key(items))  # (B, T, nh, hd)
+            scores = module.long_term_scores(key, module.long_term_query, real)
             long_heads = torch.nan_to_num(scores.softmax(dim=1))  # (B, T, nh); an empty row: zeros
         if hasattr(module, "short_term_query"):
             window = min(module.window, seq_len)
-            query = module._heads(module.short_term_query(causal_states[:, -1:]))[:, 0]  # (B, nh, hd)
-            key = module._heads(module.short_term_key(items[:, -window:]))  # (B, w, nh, hd)
-            allowed = real[:, -window:].clone()
-            allowed[:, -1] = True
-            scores = torch.einsum("bhd,bwhd->bhw", query, key) / math.sqrt(query.shape[-1])
-            scores = scores.masked_fill(~allowed[:, None, :], float("-inf"))
-            short_heads[:, -window:] = scores.softmax(dim=-1).transpose(1, 2).float()  # (B, w, nh)
+            weights, _ = module.short_term_weights(causal_states[:, -1:], items, real)  # (B, 1, nh, window)
+            short_heads[:, -window:] = weights[:, 0, :, -window:].transpose(1, 2).float()  # (B, w, nh)
     long_term, short_term = long_heads.mean(dim=-1), short_heads.mean(dim=-1)
     gate = output.interest_gate[:, -1].float() if output.interest_gate is not None else None
     if gate is not None:

@@ -276,28 +276,31 @@ class LongShortTermInterest(nn.Module):
             nn.Linear(3 * hidden, 1) if config.long_term_interest and config.short_term_interest else None
         )
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(*x.shape[:2], self.num_heads, -1)  # (B, T, nh, hd)
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """`(B, T, H)` -> `(B, T, heads, H / heads)`."""
+        return x.reshape(*x.shape[:2], self.num_heads, -1)
 
-    def _long_term(self, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    def long_term_scores(self, key: torch.Tensor, query: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """
-        l_t for every t in O(T): the query is the same at every step, so the weight of item j, exp(q . k_j), does not
-        depend on t, and l_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j is a ratio of two cumulative sums (no (T, T)
-        attention matrix). Scores are shifted by their maximum over the row first, as a softmax does.
-        """
-        key, value = self._heads(self.long_term_key(items)), self._heads(self.long_term_value(items))
-        return self._long_term_average(key, value, self.long_term_query, real)
-
-    def _long_term_average(
-        self, key: torch.Tensor, value: torch.Tensor, query: torch.Tensor, real: torch.Tensor
-    ) -> torch.Tensor:
-        """
-        l_t from the per-head keys and values `(B, T, nh, hd)` and the query: `(H,)`, or one copy per row `(B, H)`
-        (per-row gradients of the query in differentially private training).
+        The long-term part's attention scores `(B, T, heads)`, float, -inf at padding, from the per-head keys
+        `(B, T, heads, head_size)` and the query: `(H,)`, or one copy per row `(B, H)` (per-row gradients of the query
+        in differentially private training). The weights of the events at step t are their softmax over positions
+        up to t: at the last step, `long_term_scores(...).softmax(dim=1)` (what the explanations show).
         """
         query = query.to(key.dtype).reshape(-1, self.num_heads, key.shape[-1]).expand(key.shape[0], -1, -1)
         scores = torch.einsum("bthd,bhd->bth", key, query) / math.sqrt(query.shape[-1])  # (B, T, nh)
-        scores = scores.float().masked_fill(~real[..., None], float("-inf"))
+        return scores.float().masked_fill(~real[..., None], float("-inf"))
+
+    def long_term_average(
+        self, key: torch.Tensor, value: torch.Tensor, query: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        l_t for every t in O(T), from the per-head keys and values `(B, T, heads, head_size)` and the query (as in
+        `long_term_scores`): the query is the same at every step, so the weight of item j, exp(q . k_j), does not
+        depend on t, and l_t = sum_{j<=t} w_j v_j / sum_{j<=t} w_j is a ratio of two cumulative sums (no (T, T)
+        attention matrix). Scores are shifted by their maximum over the row first, as a softmax does.
+        """
+        scores = self.long_term_scores(key, query, real)
         shift = scores.amax(dim=1, keepdim=True).clamp(min=-1e4)  # finite even for an all-padding row
         weights = torch.exp(scores - shift)  # (B, T, nh), zero at padding
         summed = torch.cumsum(weights[..., None] * value.float(), dim=1)  # (B, T, nh, hd)
@@ -305,16 +308,28 @@ class LongShortTermInterest(nn.Module):
         long_term = torch.where(total > 0, summed / total.clamp(min=torch.finfo(torch.float32).tiny), 0.0)
         return long_term.to(key.dtype).flatten(2)  # (B, T, H)
 
-    def _short_term(self, causal_states: torch.Tensor, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    def long_term_part(self, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """l_t for every t `(B, T, H)` from the item representations `(B, T, H)` and the real-event mask `(B, T)`."""
+        key, value = self.split_heads(self.long_term_key(items)), self.split_heads(self.long_term_value(items))
+        return self.long_term_average(key, value, self.long_term_query, real)
+
+    def short_term_weights(
+        self, causal_states: torch.Tensor, items: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """
-        s_t: h_t attends over the items at t - window + 1 .. t (real ones, and t itself), in O(T * window). The
-        states may cover the last positions only (`states_to_keep`): then so does the result.
+        The short-term part's weights: h_t attends over the items at t - window + 1 .. t (real ones, and t itself).
+        The states `(B, Tq, H)` may cover the last positions only (`states_to_keep`): then so does the result.
+
+        Returns:
+            `(weights, values)`: `weights` `(B, Tq, heads, window)`, the softmax over each step's window, whose last
+            entry is step t itself and whose entry i is position t - window + 1 + i; `values`
+            `(B, Tq, heads, head_size, window)`, the windows' per-head values.
         """
         kept, width = causal_states.shape[1], self.window - 1
         start = max(items.shape[1] - kept - width, 0)  # the kept positions' windows reach back no further
         items, real = items[:, start:], real[:, start:]
-        query = self._heads(self.short_term_query(causal_states))  # (B, Tq, nh, hd)
-        key, value = self._heads(self.short_term_key(items)), self._heads(self.short_term_value(items))
+        query = self.split_heads(self.short_term_query(causal_states))  # (B, Tq, nh, hd)
+        key, value = self.split_heads(self.short_term_key(items)), self.split_heads(self.short_term_value(items))
         # windows[b, t, ..., i] is position t - width + i (left-padded with zeros, which the mask leaves out)
         key = F.pad(key, (0, 0, 0, 0, width, 0)).unfold(1, self.window, 1)  # (B, T, nh, hd, window)
         value = F.pad(value, (0, 0, 0, 0, width, 0)).unfold(1, self.window, 1)
@@ -323,8 +338,12 @@ class LongShortTermInterest(nn.Module):
         key, value, allowed = key[:, -kept:], value[:, -kept:], allowed[:, -kept:]
         scores = torch.einsum("bthd,bthdw->bthw", query, key) / math.sqrt(query.shape[-1])  # (B, T, nh, window)
         scores = scores.masked_fill(~allowed[:, :, None, :], float("-inf"))
-        short_term = torch.einsum("bthw,bthdw->bthd", scores.softmax(dim=-1), value)
-        return short_term.flatten(2)  # (B, T, H)
+        return scores.softmax(dim=-1), value
+
+    def short_term_part(self, causal_states: torch.Tensor, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """s_t `(B, Tq, H)` in O(T * window), as `short_term_weights` describes."""
+        weights, value = self.short_term_weights(causal_states, items, real)
+        return torch.einsum("bthw,bthdw->bthd", weights, value).flatten(2)  # (B, T, H)
 
     def forward(
         self, causal_states: torch.Tensor, items: torch.Tensor, attention_mask: torch.Tensor | None
@@ -348,9 +367,9 @@ class LongShortTermInterest(nn.Module):
         long_term = short_term = gate = None
         combined = causal_states
         if hasattr(self, "long_term_query"):
-            long_term = self._long_term(items, real)[:, -kept:]
+            long_term = self.long_term_part(items, real)[:, -kept:]
         if hasattr(self, "short_term_query"):
-            short_term = self._short_term(causal_states, items, real)
+            short_term = self.short_term_part(causal_states, items, real)
         if self.interest_gate is not None:
             gate = torch.sigmoid(self.interest_gate(torch.cat([causal_states, long_term, short_term], dim=-1)))
             combined = combined + gate * long_term + (1.0 - gate) * short_term
@@ -829,8 +848,11 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         """[`InterestModel.set_item_text_embeddings`]: fills the item text embeddings (saved with the weights)."""
         self.model.set_item_text_embeddings(embeddings)
 
-    def _item_logits(self, hidden_states: torch.Tensor, item_id_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores of every item from interest states `(..., H)`: `(..., num_items)`."""
+    def item_logits(self, hidden_states: torch.Tensor, item_id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Scores of every item from interest states `(..., H)`: `(..., num_items)`, the output layer `recommend`,
+        evaluation and serving share (`item_id_keep`: the items that keep their id part, in training only).
+        """
         logits = self.item_head(hidden_states)  # id part (tied to the id embeddings) + bias; bias alone for "text"
         if item_id_keep is not None:  # item_id_dropout: the dropped items keep their bias, lose their id part
             bias = self.item_head(hidden_states.new_zeros(hidden_states.shape[-1]))  # the module's own bias, via peft
@@ -959,8 +981,11 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         keep[: self.config.num_special_tokens] = True
         return keep
 
-    def _output_item_vectors(self, item_ids: torch.Tensor, item_id_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Output-side vectors of some items (the sampled softmax); `_item_logits` without the bias, for few items."""
+    def output_item_vectors(self, item_ids: torch.Tensor, item_id_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Output-side vectors `(..., H)` of some items `(...)`: `item_logits` without the bias, for a few items (the
+        sampled softmax) or all of them (serving's index).
+        """
         vectors = None
         if self.config.item_representation != "text":
             weight, embeddings = self.item_head.weight, self.model.item_embeddings
@@ -1023,7 +1048,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             batch_index, position = labelled.nonzero(as_tuple=True)
             seen_from = (input_ids, batch_index, position)
         if self.config.loss_type == "full_softmax":
-            logits = self._item_logits(hidden, item_id_keep).float()  # (M, N)
+            logits = self.item_logits(hidden, item_id_keep).float()  # (M, N)
             # Special tokens are never candidates; one masked copy of the logits (slicing them off would copy too).
             excluded = torch.arange(self.config.num_items, device=logits.device) < num_special  # (N,)
             if seen_from is not None:
@@ -1057,7 +1082,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 f"across the rows of a batch), got {self.config.loss_type!r}."
             )
         batch_size, seq_len = labels.shape
-        logits = self._item_logits(hidden_states, item_id_keep).float()  # (B, T, N)
+        logits = self.item_logits(hidden_states, item_id_keep).float()  # (B, T, N)
         excluded = torch.arange(self.config.num_items, device=logits.device) < self.config.num_special_tokens
         excluded = excluded.expand(batch_size, seq_len, -1)
         if self.config.loss_exclude_seen and input_ids is not None and input_ids.shape == labels.shape:
@@ -1116,8 +1141,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         else:
             negatives = torch.multinomial(self.negative_sampling_log_q.exp(), num_samples, replacement=True)
             log_q_pos, log_q_neg = self.negative_sampling_log_q[targets], self.negative_sampling_log_q[negatives]
-        positive_logits = (hidden * self._output_item_vectors(targets, item_id_keep)).sum(-1) + bias[targets]  # (M,)
-        negative_logits = hidden @ self._output_item_vectors(negatives, item_id_keep).T + bias[negatives]  # (M, S)
+        positive_logits = (hidden * self.output_item_vectors(targets, item_id_keep)).sum(-1) + bias[targets]  # (M,)
+        negative_logits = hidden @ self.output_item_vectors(negatives, item_id_keep).T + bias[negatives]  # (M, S)
         if log_q_pos is not None:
             positive_logits = positive_logits - log_q_pos
             negative_logits = negative_logits - log_q_neg
@@ -1216,7 +1241,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         if kept.shape[1] == 0:  # nothing to score (not even the text tower's item vectors)
             logits = kept.new_zeros(kept.shape[0], 0, self.config.num_items)
         else:
-            logits = self._item_logits(kept, item_id_keep)  # (B, T or the positions kept, N)
+            logits = self.item_logits(kept, item_id_keep)  # (B, T or the positions kept, N)
 
         if not return_dict:
             extra = tuple(v for v in outputs.to_tuple()[1:] if v is not None)
@@ -1277,7 +1302,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             [`RecommendationOutput`] with `item_ids` and `scores` of shape `(batch_size, top_k)`, and how many events
             each history had and how many the model read. Special tokens are never returned.
         """
-        input_ids, attention_mask, timestamps, seen = self._check_recommend_inputs(
+        input_ids, attention_mask, timestamps, seen = self.clean_recommend_inputs(
             input_ids, attention_mask, timestamps
         )
         num_special = self.config.num_special_tokens
@@ -1285,8 +1310,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
         top_k = min(top_k, self.config.num_items - num_special)
 
-        states = self._last_states(input_ids, attention_mask, timestamps)
-        scores = self._item_logits(states).float()  # (B, N)
+        states = self.last_states(input_ids, attention_mask, timestamps)
+        scores = self.item_logits(states).float()  # (B, N)
         scores[:, :num_special] = float("-inf")
         if exclude_seen:
             scores.scatter_(1, seen, float("-inf"))  # every event given, not only the ones read
@@ -1304,8 +1329,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             events_read=attention_mask.sum(dim=1),
         )
 
-    def _last_states(self, input_ids, attention_mask, timestamps) -> torch.Tensor:
-        """`(B, H)`: the interest state after the newest event of each left-aligned history, in eval mode."""
+    def last_states(self, input_ids, attention_mask, timestamps) -> torch.Tensor:
+        """`(B, H)`: the interest state after the newest event of each left-aligned history (as
+        `clean_recommend_inputs` returns it), in eval mode."""
         was_training = self.training
         self.eval()
         try:
@@ -1319,10 +1345,14 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         finally:
             self.train(was_training)
 
-    def _check_recommend_inputs(
+    def clean_recommend_inputs(
         self, input_ids, attention_mask, timestamps
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """`_read_newest` for `recommend`: a longer history is said once, with its events still excluded."""
+        """
+        Validates untrusted `recommend` inputs with clear errors, left-aligns them and keeps the newest
+        `max_position_embeddings` events (a longer history is said once, its events still excluded). Returns
+        `(input_ids, attention_mask, timestamps, seen)`: what the model reads, and the items of every event given.
+        """
         note = "every event given is still excluded from the recommendations (exclude_seen)"
         return _read_newest(self.config, self.item_head.bias.device, input_ids, attention_mask, timestamps, note)
 

@@ -54,7 +54,7 @@ class RecommendationGraph(nn.Module):
             return_dict=True,
             states_to_keep=1,  # the last layer and the interest parts for the newest event only, as recommend does
         ).last_hidden_state[:, -1]
-        scores = self.model._item_logits(states).float()
+        scores = self.model.item_logits(states).float()
         special = torch.arange(scores.shape[1], device=scores.device) < config.num_special_tokens
         scores = scores.masked_fill(special[None, :], float("-inf"))
         scores = scores.scatter(1, excluded_ids, float("-inf"))
@@ -265,7 +265,7 @@ def recommend_chunked(
     with the items ranked by `chunked_top_k` (special tokens and `exclude_items` excluded for all, each user's seen
     items for that user).
 
-    The item vectors are read from the weights (`_output_item_vectors`), as the sampled softmax reads them: a LoRA on
+    The item vectors are read from the weights (`output_item_vectors`), as the sampled softmax reads them: a LoRA on
     `item_head` is not applied here (merge it first, `merge_and_unload`).
 
     Returns:
@@ -274,13 +274,13 @@ def recommend_chunked(
     config = model.config
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-    input_ids, attention_mask, timestamps, seen = model._check_recommend_inputs(input_ids, attention_mask, timestamps)
-    states = model._last_states(input_ids, attention_mask, timestamps)
+    input_ids, attention_mask, timestamps, seen = model.clean_recommend_inputs(input_ids, attention_mask, timestamps)
+    states = model.last_states(input_ids, attention_mask, timestamps)
     device = states.device
     if config.item_representation == "id":  # the tied table itself: no copy of a large catalogue
         vectors = model.item_head.weight.to(states.dtype)
     else:
-        vectors = model._output_item_vectors(torch.arange(config.num_items, device=device)).to(states.dtype)
+        vectors = model.output_item_vectors(torch.arange(config.num_items, device=device)).to(states.dtype)
     bias = model.item_head.bias.to(states.dtype)
     excluded = torch.zeros(config.num_items, dtype=torch.bool, device=device)
     excluded[: config.num_special_tokens] = True

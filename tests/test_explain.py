@@ -102,7 +102,7 @@ def test_integrated_gradients_baseline_is_the_model_on_zero_item_vectors(next_it
     with torch.no_grad():
         zeros = torch.zeros(1, len(HISTORY), next_item.config.hidden_size)
         state = next_item.model(inputs_embeds=zeros, timestamps=torch.tensor([TIMES])).last_hidden_state[:, -1]
-        baseline = next_item._item_logits(state)[0, result.target_index]
+        baseline = next_item.item_logits(state)[0, result.target_index]
     assert ids.shape[1] == len(result.attributions)
     assert result.diagnostics["baseline_score"] == pytest.approx(float(baseline), abs=1e-5)
 

@@ -503,7 +503,7 @@ def test_item_id_dropout_drops_the_id_part_on_both_sides_in_training_only():
     hidden = torch.randn(4, 16)
     dropped = torch.zeros(30, dtype=torch.bool)
     torch.testing.assert_close(  # a dropped item is scored by its bias and its text alone
-        model._item_logits(hidden, dropped), model.item_head.bias + hidden @ model.model.text_representations().T
+        model.item_logits(hidden, dropped), model.item_head.bias + hidden @ model.model.text_representations().T
     )
     ids = torch.tensor([[3, 4, 5, 6]])
     torch.testing.assert_close(  # and read by its text alone

@@ -71,12 +71,14 @@ def long_short_term_grad_sample(module: LongShortTermInterest, activations, back
     batch_size, kept = items.shape[0], causal_states.shape[1]
     real = attention_mask.bool()
     with torch.no_grad():
-        key = module._heads(module.long_term_key(items))
-        value = module._heads(module.long_term_value(items))
-        short_term = module._short_term(causal_states, items, real) if hasattr(module, "short_term_query") else None
+        key = module.split_heads(module.long_term_key(items))
+        value = module.split_heads(module.long_term_value(items))
+        short_term = (
+            module.short_term_part(causal_states, items, real) if hasattr(module, "short_term_query") else None
+        )
     queries = module.long_term_query.detach().expand(batch_size, -1).clone().requires_grad_(True)
     with torch.enable_grad():
-        long_term = module._long_term_average(key, value, queries, real)[:, -kept:]
+        long_term = module.long_term_average(key, value, queries, real)[:, -kept:]
         if module.interest_gate is not None:  # combined = h + g l + (1 - g) s, with g reading l
             gate = module.interest_gate
             mixed = torch.cat([causal_states, long_term, short_term], dim=-1)
