@@ -1,5 +1,5 @@
 # The two commands README.md promises. Both set up .venv first (idempotent).
-.PHONY: setup test test-fast lint main
+.PHONY: setup test test-fast lint docs main
 
 setup:
 	bash scripts/setup_env.sh
@@ -9,7 +9,11 @@ lint: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
 
-test: lint
+# The docs site (docs/, mkdocs.yml): built offline, warnings are errors (a broken link, a docstring griffe cannot read).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
+
+test: lint docs
 	.venv/bin/python -m pytest -q
 
 # The fast tier: everything but the end-to-end runs, notebooks, browser and benchmark tests (tests/conftest.py).

@@ -3,7 +3,7 @@ membership-inference attack can still tell.
 
     # 1. hold out 20% of the users (never trained on: the attack's non-members)
     python benchmarks/benchmark_privacy.py --write_holdout runs/holdout.txt --fraction 0.2
-    # 2. train without them: no DP, DP at epsilon 1 / 4 / 8, and S = 2, 4, 8 shards (commands: README, "Privacy")
+    # 2. train without them: no DP, DP at epsilon 1 / 4 / 8, and S = 2, 4, 8 shards (commands: docs/privacy.md)
     python hub_scripts/train.py --dataset movielens-100k --exclude_users_file runs/holdout.txt --seed 42 \\
         --output_dir runs/ml100k_holdout                                    # and --dp_epsilon E / --num_shards S
     # 3. forget users of a sharded run (members drawn at random: one, then 100 more)

@@ -77,7 +77,7 @@ class InterestConfig(PretrainedConfig):
             Train under the `exclude_seen` ranking protocol: at each position, the items already in the history
             (other than the target) are left out of the softmax, as they are left out of the ranking when
             recommending with `exclude_seen=True` (the default). The model then spends no capacity pushing down items
-            the user has already seen, which raised NDCG@10 on MovieLens-100K (README, "Results"). Scores of
+            the user has already seen, which raised NDCG@10 on MovieLens-100K (docs/results.md). Scores of
             seen items are then not trained: set it to `False` to rank with `exclude_seen=False` (repeat consumption:
             re-orders, re-watches).
             Needs `input_ids` (not `inputs_embeds`) in training.
@@ -110,7 +110,7 @@ class InterestConfig(PretrainedConfig):
             `g_t = sigmoid(w . [h_t, l_t, s_t] + b)` is learned per user and step; `LayerNorm(h_t + l_t)` or
             `LayerNorm(h_t + s_t)` with one; `LayerNorm(h_t)` with neither (the plain causal transformer). The model
             outputs expose `long_term_interest`, `short_term_interest` and `interest_gate`. Both are on by default:
-            in the MovieLens-100K ablation (README, "Long- and short-term interests") the gated pair beat the plain
+            in the MovieLens-100K ablation (docs/model.md, "Long- and short-term interests") the gated pair beat the plain
             transformer on each of 3 seeds. A `config.json` saved before these fields existed loads with both off, as
             it was trained.
         short_term_window (`int`, defaults to 5):

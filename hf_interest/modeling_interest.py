@@ -465,9 +465,9 @@ def _check_labels(labels, num_items: int) -> None:
 
 MISSING_TIMESTAMPS_WARNING = (
     "This model reads the time gaps between events (config.use_time_gaps=True) but was called without timestamps, so "
-    "every gap reads as unknown; that costs quality (README, 'Time gaps', measures it on MovieLens-100K). Pass the "
-    "events' times: timestamps= in integer seconds, one per item (pipeline: {'items': [...], 'timestamps': [...]}; "
-    "CLI: --timestamps)."
+    "every gap reads as unknown, which costs quality (hf_interest's docs/model.md, 'Time gaps', measures it on "
+    "MovieLens-100K). Pass the events' times: timestamps= in integer seconds, one per item (pipeline: {'items': [...], "
+    "'timestamps': [...]}; CLI: --timestamps)."
 )
 
 

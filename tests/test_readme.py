@@ -1,13 +1,31 @@
-"""The README's usage example runs as written."""
+"""The examples of README and the docs run as written; README stays a five-minute read."""
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
 def _python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    """Every ```python block of README, then of the docs pages."""
+    return [
+        block
+        for page in (README, *DOCS)
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+    ]
+
+
+def test_readme_is_short_and_holds_the_two_commands():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250
+    assert "make main" in text and "make test" in text
+    for page in re.findall(r"`docs/([a-z_]+\.md)`", text):  # every page README names exists
+        assert (ROOT / "docs" / page).is_file(), page
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for page in DOCS:  # and every page is in the site's navigation
+        assert f" {page.name}" in nav, page.name
 
 
 def test_readme_usage_example_runs(tmp_path, monkeypatch):

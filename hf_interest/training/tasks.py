@@ -340,7 +340,7 @@ def start_item_bias_at_popularity(model, item_counts) -> None:
     Why: the model then scores by popularity from its first step. Started at zero, AdamW moves each bias by about the
     learning rate per step, so the log-popularity range (about 10 at 10k items) takes thousands of steps; meanwhile
     the dot product u_t . e_i carries popularity, every interest state points the same way, and the model sits at
-    the popularity baseline for epochs before it learns the user (README, "Quality at scale").
+    the popularity baseline for epochs before it learns the user (docs/scale.md, "Quality at scale").
     """
     counts = torch.as_tensor(item_counts, dtype=torch.float64)
     bias = model.item_head.bias
