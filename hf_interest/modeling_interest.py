@@ -1031,12 +1031,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         num_items_in_batch: int | torch.Tensor | None,
         input_ids: torch.Tensor | None = None,
         item_id_keep: torch.Tensor | None = None,
-        loss_reduction: str = "positions",
     ) -> torch.Tensor:
         num_special = self.config.num_special_tokens
         labelled = labels >= num_special  # -100 and special tokens are never targets
-        if loss_reduction == "rows":
-            return self._row_mean_loss(hidden_states, labels, labelled, input_ids, item_id_keep)
         hidden = hidden_states[labelled]  # (M, H)
         targets = labels[labelled]  # (M,)
         if targets.numel() == 0:
@@ -1052,7 +1049,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             # Special tokens are never candidates; one masked copy of the logits (slicing them off would copy too).
             excluded = torch.arange(self.config.num_items, device=logits.device) < num_special  # (N,)
             if seen_from is not None:
-                excluded = self._seen_before(*seen_from) | excluded  # (M, N)
+                excluded = self.seen_before(*seen_from) | excluded  # (M, N)
                 excluded[torch.arange(targets.numel(), device=logits.device), targets] = False
             losses = self.masked_cross_entropy(logits, targets, excluded)  # (M,)
         else:
@@ -1061,46 +1058,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             return losses.sum() / num_items_in_batch
         return losses.mean()
 
-    def _row_mean_loss(
-        self,
-        hidden_states: torch.Tensor,
-        labels: torch.Tensor,
-        labelled: torch.Tensor,
-        input_ids: torch.Tensor | None,
-        item_id_keep: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """
-        `loss_reduction="rows"`: each row's mean cross-entropy over its labelled positions, then the mean over rows (a
-        row without a label counts zero). The head scores the whole `(B, T, H)` states, so every parameter's gradient
-        is a sum of per-row terms with the row as the first dimension of every module's input and output: what
-        per-sample gradient methods (DP-SGD's per-user clipping) read. The full softmax only: the sampled softmax
-        shares its negatives across rows.
-        """
-        if self.config.loss_type != "full_softmax":
-            raise ValueError(
-                f"loss_reduction='rows' needs loss_type='full_softmax' (the sampled softmax shares its negatives "
-                f"across the rows of a batch), got {self.config.loss_type!r}."
-            )
-        batch_size, seq_len = labels.shape
-        logits = self.item_logits(hidden_states, item_id_keep).float()  # (B, T, N)
-        excluded = torch.arange(self.config.num_items, device=logits.device) < self.config.num_special_tokens
-        excluded = excluded.expand(batch_size, seq_len, -1)
-        if self.config.loss_exclude_seen and input_ids is not None and input_ids.shape == labels.shape:
-            rows, positions = torch.meshgrid(
-                torch.arange(batch_size, device=labels.device),
-                torch.arange(seq_len, device=labels.device),
-                indexing="ij",
-            )
-            seen = self._seen_before(input_ids, rows.flatten(), positions.flatten()).view(batch_size, seq_len, -1)
-            excluded = seen | excluded
-        targets = labels.clamp(min=0)  # unlabelled positions: any index; their loss is masked out below
-        excluded = excluded.scatter(2, targets[..., None], False)  # the target itself always stays in
-        losses = self.masked_cross_entropy(logits.flatten(0, 1), targets.flatten(), excluded.flatten(0, 1))
-        losses = losses.view(batch_size, seq_len).masked_fill(~labelled, 0.0)
-        per_row = losses.sum(dim=1) / labelled.sum(dim=1).clamp(min=1)
-        return per_row.mean()
-
-    def _seen_before(
+    def seen_before(
         self,
         input_ids: torch.Tensor,
         batch_index: torch.Tensor,
@@ -1149,7 +1107,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         # A sampled negative that is the positive itself is an accidental hit: drop it from that row.
         drop = negatives[None, :] == targets[:, None]
         if seen_from is not None:  # and negatives already in the history, with loss_exclude_seen
-            drop = drop | self._seen_before(*seen_from, negatives)
+            drop = drop | self.seen_before(*seen_from, negatives)
         negative_logits = negative_logits.masked_fill(drop, float("-inf"))
         logits = torch.cat([positive_logits[:, None], negative_logits], dim=1).float()  # (M, 1 + S)
         return F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
@@ -1166,7 +1124,6 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
-        loss_reduction: str = "positions",
         **kwargs,
     ) -> NextItemPredictionOutput | tuple:
         """
@@ -1187,17 +1144,10 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             num_items_in_batch (`int`, *optional*):
                 Labelled positions across the accumulated batches (passed by `transformers.Trainer` under
                 gradient accumulation); the loss is then a sum divided by it instead of a mean.
-            loss_reduction (`str`, defaults to `"positions"`):
-                `"positions"`: the mean over every labelled position of the batch. `"rows"`: each row's mean over its
-                labelled positions, then the mean over rows, computed so that each row's part of every gradient stays
-                separable (per-sample gradients, e.g. user-level differentially private training). Full softmax only;
-                with per-sample gradient hooks pass `logits_to_keep=torch.empty(0)` too, so the head runs once.
 
         Returns:
             [`NextItemPredictionOutput`] or a tuple.
         """
-        if loss_reduction not in ("positions", "rows"):
-            raise ValueError(f"loss_reduction must be 'positions' or 'rows', got {loss_reduction!r}.")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         item_id_keep = self._draw_item_id_keep()
         outputs = self.model(
@@ -1231,7 +1181,6 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 num_items_in_batch,
                 input_ids,
                 item_id_keep,
-                loss_reduction,
             )
 
         if isinstance(logits_to_keep, torch.Tensor):  # the positions listed (none: no (B, T, N) product at all)

@@ -111,19 +111,20 @@ def _rows_batch(seed: int = 0):
     return {"input_ids": ids, "attention_mask": mask, "timestamps": times, "labels": labels}
 
 
-def test_row_loss_is_the_mean_of_each_rows_mean():
-    model = build(InterestForNextItemPrediction)
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_per_user_loss_is_the_mean_of_each_users_own_loss(exclude_seen):
+    """DP-SGD's loss (`private.per_user_loss`) against the model's own loss of each row alone: the same exclusions,
+    each user weighed once."""
+    from hf_interest.training.private import per_user_loss
+
+    model = build(InterestForNextItemPrediction, loss_exclude_seen=exclude_seen)
     batch = _rows_batch()
     with torch.no_grad():
-        rows = model(**batch, loss_reduction="rows").loss
+        users = per_user_loss(model, model, batch)
         alone = [model(**{k: v[i : i + 1] for k, v in batch.items()}).loss for i in (0, 1, 3)]
         positions = model(**batch).loss
-    assert rows == pytest.approx(float(sum(alone)) / 4, rel=1e-5)  # row 2 has no target: it counts zero
-    assert not torch.isclose(rows, positions)  # the default weighs rows by their targets
-    with pytest.raises(ValueError, match="loss_reduction"):
-        model(**batch, loss_reduction="users")
-    with pytest.raises(ValueError, match="full_softmax"):
-        build(InterestForNextItemPrediction, loss_type="sampled_softmax")(**batch, loss_reduction="rows")
+    assert users == pytest.approx(float(sum(alone)) / 4, rel=1e-5)  # row 2 has no target: it counts zero
+    assert not torch.isclose(users, positions)  # the model's own loss weighs rows by their targets
 
 
 @pytest.mark.parametrize(("long", "short"), GATE_COMBINATIONS, ids=GATE_IDS)
@@ -132,22 +133,20 @@ def test_per_user_gradients_equal_per_row_autograd(long, short):
     parameter, tied item vectors and the seen-item exclusion included."""
     from opacus.grad_sample import GradSampleModule
 
-    from hf_interest.training.private import register_grad_samplers
+    from hf_interest.training.private import per_user_loss, register_grad_samplers
 
     register_grad_samplers()
     model = build(InterestForNextItemPrediction, long=long, short=short, hidden_dropout_prob=0.0).double().train()
     assert model.item_head.weight is model.model.item_embeddings.weight  # tied
     batch = _rows_batch(seed=1)
     wrapped = GradSampleModule(model, loss_reduction="mean")
-    # as training calls it: no logits besides the loss's (a second, unused call of the head would leave opacus
-    # waiting for its backward pass)
-    wrapped(**batch, loss_reduction="rows", logits_to_keep=torch.empty(0, dtype=torch.long)).loss.backward()
+    per_user_loss(model, wrapped, batch).backward()  # as training calls it
     per_row = {name: p.grad_sample.clone() for name, p in model.named_parameters()}
     wrapped.disable_hooks()
     names = [name for name, _ in model.named_parameters()]
     checked = 0
     for row in range(4):
-        loss = model(**{k: v[row : row + 1] for k, v in batch.items()}, loss_reduction="rows").loss
+        loss = per_user_loss(model, model, {k: v[row : row + 1] for k, v in batch.items()})
         grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
         expected = {n: (torch.zeros_like(p) if g is None else g) for (n, p), g in zip(model.named_parameters(), grads)}
         scale = torch.cat([g.flatten() for g in expected.values()]).norm()

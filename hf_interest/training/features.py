@@ -194,23 +194,24 @@ class Placement:
         all-reduce (torch's `Join`: accelerate's `join_uneven_inputs` does nothing for CPU processes)."""
         return Join([trained]) if self.uneven else contextlib.nullcontext()
 
-    @property
-    def forward_kwargs(self) -> dict:
-        """DP-SGD needs the loss per row (a user's own gradient)."""
-        return {"loss_reduction": "rows"} if self.private is not None else {}
-
 
 class OptimizerStep:
     """One optimizer step from one batch: forward, backward, clipping (DP-SGD clips each user's gradient itself, inside
     the optimizer), step, schedule. A DP-SGD draw of no user is a step of noise alone, with no loss (None).
-    `forward_kwargs`: the task's own arguments of the forward pass (DP-SGD's per-row loss is added to them)."""
+    `forward_kwargs`: the task's own arguments of the forward pass; DP-SGD computes its per-user loss itself
+    (`private.per_user_loss`)."""
 
     def __init__(self, accelerator, trained, optimizer, scheduler, table: ItemTableUpdates, train_args, placement,
                  forward_kwargs: dict):  # fmt: skip
         self.accelerator, self.trained, self.optimizer, self.scheduler = accelerator, trained, optimizer, scheduler
         self.table, self.private = table, placement.private
         self.max_grad_norm = train_args.max_grad_norm if placement.private is None else 0.0
-        self.forward_kwargs = {**forward_kwargs, **placement.forward_kwargs}
+        self.forward_kwargs = forward_kwargs
+        self.loss = self.private.loss if self.private is not None else self.model_loss
+
+    def model_loss(self, batch: dict) -> torch.Tensor:
+        """The model's own loss of the batch (DP-SGD's is `PrivateTraining.loss`)."""
+        return self.trained(**batch, **self.forward_kwargs).loss
 
     def __call__(self, batch: dict) -> torch.Tensor | None:
         if self.private is not None and len(batch["input_ids"]) == 0:  # a Poisson draw of no user: noise only
@@ -219,7 +220,7 @@ class OptimizerStep:
             return None
         accelerator = self.accelerator
         with accelerator.accumulate(self.trained):
-            loss = self.trained(**batch, **self.forward_kwargs).loss
+            loss = self.loss(batch)
             accelerator.backward(loss)
             if accelerator.sync_gradients and self.max_grad_norm > 0:
                 self.table.clip(accelerator, self.trained.parameters(), self.max_grad_norm)

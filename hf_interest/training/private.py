@@ -10,9 +10,10 @@ What makes the guarantee user-level rather than event- or window-level:
   added to their sum; a PRV (or RDP) accountant turns the noise, the sampling rate and the steps into (epsilon,
   delta).
 
-The model gives per-user gradients through its per-row loss (`loss_reduction="rows"`): the head scores every position
-of a row with the batch as the first dimension, and the mean over rows is what opacus's `loss_reduction="mean"`
-expects. Tied input/output item vectors are one parameter used by two modules; opacus sums the two per-row parts.
+Per-user gradients come from the per-user loss here (`per_user_loss`, the model needs not know it): the model scores
+every position of every row, with the batch as the first dimension of every module's input and output, each row's
+mean over its labelled positions is that user's loss, and the mean over users is what opacus's
+`loss_reduction="mean"` expects. Tied input/output item vectors are one parameter used by two modules; opacus sums the two per-row parts.
 The long-term query is a parameter of `LongShortTermInterest` itself; the per-row gradient of it is computed here
 (`long_short_term_grad_sample`), registered with opacus, and tested against per-row autograd.
 
@@ -99,11 +100,45 @@ def register_grad_samplers() -> None:
         register_grad_sampler(LongShortTermInterest)(long_short_term_grad_sample)
 
 
+def per_user_loss(model, module, batch: dict) -> torch.Tensor:
+    """
+    The loss DP-SGD trains on: each user's (row's) mean cross-entropy over their labelled positions, then the mean over
+    users, a user without a label counting zero. Every position of every row is scored through `module` (the model,
+    or opacus's wrapper of it), so each row's part of every gradient is separable, as per-sample gradients need. The
+    same exclusions as the model's own loss: special tokens never, and with `config.loss_exclude_seen` the history's
+    items up to each position, the target itself kept.
+
+    Args:
+        model: the `InterestForNextItemPrediction` model (its config, `seen_before` and `masked_cross_entropy`).
+        module: what runs the forward pass: `model` or its wrapper.
+        batch (`dict`): `input_ids`, `attention_mask`, `timestamps` (optional) and `labels`, all `(B, T)`.
+    """
+    config = model.config
+    labels = batch["labels"]
+    inputs = {name: value for name, value in batch.items() if name != "labels"}
+    logits = module(**inputs).logits.float()  # (B, T, N): without labels, every position is scored
+    batch_size, seq_len = labels.shape
+    labelled = labels >= config.num_special_tokens  # -100 and special tokens are never targets
+    excluded = torch.arange(config.num_items, device=logits.device) < config.num_special_tokens
+    excluded = excluded.expand(batch_size, seq_len, -1)
+    if config.loss_exclude_seen:
+        rows, positions = torch.meshgrid(
+            torch.arange(batch_size, device=labels.device), torch.arange(seq_len, device=labels.device), indexing="ij"
+        )
+        seen = model.seen_before(batch["input_ids"], rows.flatten(), positions.flatten())
+        excluded = seen.view(batch_size, seq_len, -1) | excluded
+    targets = labels.clamp(min=0)  # unlabelled positions: any index; their loss is masked out below
+    excluded = excluded.scatter(2, targets[..., None], False)  # the target itself always stays in
+    losses = model.masked_cross_entropy(logits.flatten(0, 1), targets.flatten(), excluded.flatten(0, 1))
+    losses = losses.view(batch_size, seq_len).masked_fill(~labelled, 0.0)
+    return (losses.sum(dim=1) / labelled.sum(dim=1).clamp(min=1)).mean()
+
+
 def check_private_model(model) -> None:
     """The model settings DP-SGD needs (also for an `--init_from` model, whose config is not the arguments')."""
     config = model.config
     problems = []
-    if config.loss_type != "full_softmax":
+    if config.loss_type != "full_softmax":  # `per_user_loss` scores every item at every position
         problems.append(f"loss_type={config.loss_type!r} (the sampled softmax shares negatives across users)")
     if config.item_representation != "id":
         problems.append(f"item_representation={config.item_representation!r} (the text projection has no per-user "
@@ -167,8 +202,12 @@ class PrivateTraining:
             f"delta {self.delta:.3g}, {args.dp_accountant.upper()} accountant"
             + (f", target epsilon {args.dp_epsilon:g}" if args.dp_epsilon is not None else "")
         )
-        self.module, self.optimizer = module, optimizer
+        self.model, self.module, self.optimizer = model, module, optimizer
         return module, optimizer, loader
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """The step's loss: `per_user_loss` through opacus's wrapper."""
+        return per_user_loss(self.model, self.module, batch)
 
     def _epochs(self, train_loader) -> int:
         """Epochs the budget is spread over: `--num_train_epochs`, or fewer when `--max_steps` stops earlier."""
