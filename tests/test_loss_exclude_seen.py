@@ -69,8 +69,8 @@ def test_sampled_candidates_agree_with_the_full_table():
     labelled = LABELS >= 3
     batch_index, position = labelled.nonzero(as_tuple=True)
     candidates = torch.arange(3, 20)
-    full = model._seen_before(INPUT_IDS, batch_index, position)[:, 3:]  # the whole vocabulary, specials dropped
-    sampled = model._seen_before(INPUT_IDS, batch_index, position, candidates)
+    full = model.seen_before(INPUT_IDS, batch_index, position)[:, 3:]  # the whole vocabulary, specials dropped
+    sampled = model.seen_before(INPUT_IDS, batch_index, position, candidates)
     assert torch.equal(full, sampled)
     # row 0, position 3 has read [pad, pad, 5, 6]: 5 and 6 are seen, 7 (its label) is not yet
     m = ((batch_index == 0) & (position == 3)).nonzero().item()
