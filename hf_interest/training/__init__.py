@@ -7,7 +7,7 @@ kernels, and one loop for every task (`training_function`).
 
 The command lines parse the arguments (`hf_interest_cli.commands.parse_train_arguments`) and call `train`.
 
-Modules: `arguments` (the three argument dataclasses, `check_arguments`), `data` (the run's data,
+Modules: `arguments` (the argument dataclasses: data, model, and training in four groups; `check_arguments`), `data` (the run's data,
 training windows, data order), `evaluation` (full-ranking evaluation beside the popularity baseline), `tasks` (what
 differs between next item, click and forecast), `checkpointing` (atomic writes, checkpoints, resume), `adapters`
 (`--init_from`, LoRA, text encoder LoRA), `kernels` (faster CPU training kernels applied to a plain model),
@@ -20,7 +20,11 @@ item-table updates, the weight average, the stop rules, the fault hooks), `run_f
 from .arguments import (
     TASKS,
     DataArguments,
+    LoopArguments,
+    LoraArguments,
     ModelArguments,
+    PrivacyArguments,
+    TextEncoderLoraArguments,
     TrainArguments,
     check_arguments,
     targets_from_seconds,
@@ -47,6 +51,10 @@ __all__ = [
     "ModelArguments",
     "TargetsFromCollator",
     "TrainArguments",
+    "LoopArguments",
+    "LoraArguments",
+    "TextEncoderLoraArguments",
+    "PrivacyArguments",
     "apply_cpu_training_kernels",
     "check_arguments",
     "eval_dataloader",

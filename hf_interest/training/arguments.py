@@ -256,7 +256,154 @@ ModelArguments.__module__ = __name__  # (make_dataclass's own `module=` needs Py
 
 
 @dataclass
-class TrainArguments:
+class LoraArguments:
+    """LoRA adapters on a trained model (peft): their own fields and checks; what they combine with is
+    `check_arguments`'s."""
+
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank (peft); 0: off, every weight trains. LoRA adapts a trained model: needs --init_from."
+        },
+    )
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling alpha (the update is scaled by alpha/r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(
+        default=",".join(DEFAULT_LORA_TARGET_MODULES),
+        metadata={
+            "help": "Comma-separated module names LoRA adapts (peft target_modules). Default: every projection of "
+            "the transformer layers (hf_interest.DEFAULT_LORA_TARGET_MODULES)."
+        },
+    )
+    lora_modules_to_save: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated modules trained in full and saved with the adapter (peft modules_to_save), "
+            "e.g. item_head when item popularity has shifted (the copy is untied from the item embeddings)."
+        },
+    )
+
+    def check_lora(self) -> None:
+        """The LoRA fields on their own."""
+        if self.lora_r < 0:
+            raise ValueError(f"--lora_r must be 0 (LoRA off) or a positive rank, got {self.lora_r}.")
+        if self.lora_r:
+            if not self.lora_alpha > 0:
+                raise ValueError(f"--lora_alpha must be positive, got {self.lora_alpha}.")
+            if not 0.0 <= self.lora_dropout < 1.0:
+                raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.lora_r == 0 and module_names(self.lora_modules_to_save):
+            raise ValueError("--lora_modules_to_save is a LoRA setting: pass --lora_r (a positive rank) as well.")
+        if self.lora_r and not module_names(self.lora_target_modules):
+            raise ValueError(
+                f"--lora_target_modules is empty; name the modules to adapt (default: "
+                f"{','.join(DEFAULT_LORA_TARGET_MODULES)})."
+            )
+
+
+@dataclass
+class TextEncoderLoraArguments:
+    """LoRA on the item text encoder, fine-tuned jointly with the model (`hf_interest.text_tower`)."""
+
+    text_encoder_lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "LoRA rank on the item text encoder, fine-tuned jointly (hf_interest.text_tower): each step "
+            "re-encodes the batch's items; 0: off (the text embeddings stay as encoded). Needs a text tower "
+            "(--item_representation text or id+text). The adapter is saved in output_dir/text_encoder_adapter."
+        },
+    )
+    text_encoder_lora_alpha: float = field(default=16.0, metadata={"help": "Text encoder LoRA scaling alpha."})
+    text_encoder_lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the text encoder LoRA input."})
+    text_encoder_lora_target_modules: str = field(
+        default="query,value", metadata={"help": "Comma-separated encoder modules LoRA adapts (BERT attention)."}
+    )
+    text_encoder_learning_rate: float = field(
+        default=1e-4, metadata={"help": "AdamW learning rate of the text encoder adapters."}
+    )
+    text_encoder_max_items_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Re-encode at most this many of a batch's items per step (a random subset; the others read the "
+            "cached embeddings): bounds the encoder's cost per step. Default: all the batch's items."
+        },
+    )
+
+    def check_text_encoder_lora(self) -> None:
+        """The text encoder LoRA fields on their own."""
+        if self.text_encoder_lora_r < 0:
+            raise ValueError(
+                f"--text_encoder_lora_r must be 0 (off) or a positive rank, got {self.text_encoder_lora_r}."
+            )
+        if self.text_encoder_lora_r > 0 and not self.text_encoder_learning_rate > 0:
+            raise ValueError(f"--text_encoder_learning_rate must be positive, got {self.text_encoder_learning_rate}.")
+
+
+@dataclass
+class PrivacyArguments:
+    """User-level differential privacy (DP-SGD with opacus, `training/private.py`)."""
+
+    dp_epsilon: float | None = field(
+        default=None,
+        metadata={
+            "help": "User-level differential privacy (DP-SGD, opacus): the epsilon to spend over the whole run; the "
+            "noise is set to reach it at --dp_delta. One training row per user, users Poisson-sampled, each user's "
+            "gradient clipped to --dp_max_grad_norm (needs the extra 'privacy'). Off by default."
+        },
+    )
+    dp_noise_multiplier: float | None = field(
+        default=None,
+        metadata={
+            "help": "DP-SGD with this noise multiplier instead of a target --dp_epsilon (the epsilon is reported)."
+        },
+    )
+    dp_max_grad_norm: float = field(
+        default=1.0, metadata={"help": "DP-SGD: the norm each user's gradient is clipped to."}
+    )
+    dp_delta: float | None = field(
+        default=None, metadata={"help": "DP-SGD: the delta of (epsilon, delta)-DP (default: 1 / training users)."}
+    )
+    dp_accountant: str = field(
+        default="prv", metadata={"help": "DP-SGD privacy accountant: 'prv' (tighter) or 'rdp'."}
+    )
+
+    @property
+    def private(self) -> bool:
+        """Whether the run is user-level differentially private (`--dp_epsilon` or `--dp_noise_multiplier`)."""
+        return self.dp_epsilon is not None or self.dp_noise_multiplier is not None
+
+    def check_privacy(self) -> None:
+        """The DP-SGD numbers on their own (what they combine with is `check_arguments`'s)."""
+        if self.dp_epsilon is not None and self.dp_noise_multiplier is not None:
+            raise ValueError(
+                "--dp_epsilon and --dp_noise_multiplier both set the noise: pass one (--dp_epsilon to reach a "
+                "privacy budget, --dp_noise_multiplier to fix the noise and have the budget reported)."
+            )
+        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
+            raise ValueError(
+                f"--dp_epsilon must be positive, got {self.dp_epsilon}: epsilon 0 would mean infinite noise. Typical "
+                "budgets are 1 to 10; leave the flag out to train without differential privacy."
+            )
+        if self.dp_noise_multiplier is not None and not self.dp_noise_multiplier > 0:
+            raise ValueError(f"--dp_noise_multiplier must be positive, got {self.dp_noise_multiplier}.")
+        if not self.dp_max_grad_norm > 0:
+            raise ValueError(f"--dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}.")
+        if self.dp_delta is not None and not 0 < self.dp_delta < 1:
+            raise ValueError(f"--dp_delta must be in (0, 1) (default: 1 / training users), got {self.dp_delta}.")
+        _check_choice("dp_accountant", self.dp_accountant, ("prv", "rdp"))
+        if not self.private:
+            set_flags = [f"--{name}" for name in ("dp_delta",) if getattr(self, name) is not None]
+            if set_flags or self.dp_max_grad_norm != 1.0 or self.dp_accountant != "prv":
+                raise ValueError(
+                    "--dp_max_grad_norm, --dp_delta and --dp_accountant set up DP-SGD: pass --dp_epsilon (or "
+                    "--dp_noise_multiplier) as well, or leave them out."
+                )
+
+
+@dataclass
+class LoopArguments:
+    """The training loop's own arguments: the task, the schedule, the optimizer, the stop rules, the run folder."""
+
     task: str = field(
         default="next-item",
         metadata={
@@ -371,51 +518,6 @@ class TrainArguments:
             "period without training on the old one again (with --init_from). Default: every target."
         },
     )
-    lora_r: int = field(
-        default=0,
-        metadata={
-            "help": "LoRA rank (peft); 0: off, every weight trains. LoRA adapts a trained model: needs --init_from."
-        },
-    )
-    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling alpha (the update is scaled by alpha/r)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
-    lora_target_modules: str = field(
-        default=",".join(DEFAULT_LORA_TARGET_MODULES),
-        metadata={
-            "help": "Comma-separated module names LoRA adapts (peft target_modules). Default: every projection of "
-            "the transformer layers (hf_interest.DEFAULT_LORA_TARGET_MODULES)."
-        },
-    )
-    lora_modules_to_save: str = field(
-        default="",
-        metadata={
-            "help": "Comma-separated modules trained in full and saved with the adapter (peft modules_to_save), "
-            "e.g. item_head when item popularity has shifted (the copy is untied from the item embeddings)."
-        },
-    )
-    text_encoder_lora_r: int = field(
-        default=0,
-        metadata={
-            "help": "LoRA rank on the item text encoder, fine-tuned jointly (hf_interest.text_tower): each step "
-            "re-encodes the batch's items; 0: off (the text embeddings stay as encoded). Needs a text tower "
-            "(--item_representation text or id+text). The adapter is saved in output_dir/text_encoder_adapter."
-        },
-    )
-    text_encoder_lora_alpha: float = field(default=16.0, metadata={"help": "Text encoder LoRA scaling alpha."})
-    text_encoder_lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the text encoder LoRA input."})
-    text_encoder_lora_target_modules: str = field(
-        default="query,value", metadata={"help": "Comma-separated encoder modules LoRA adapts (BERT attention)."}
-    )
-    text_encoder_learning_rate: float = field(
-        default=1e-4, metadata={"help": "AdamW learning rate of the text encoder adapters."}
-    )
-    text_encoder_max_items_per_step: int | None = field(
-        default=None,
-        metadata={
-            "help": "Re-encode at most this many of a batch's items per step (a random subset; the others read the "
-            "cached embeddings): bounds the encoder's cost per step. Default: all the batch's items."
-        },
-    )
     num_shards: int = field(
         default=1,
         metadata={
@@ -423,36 +525,9 @@ class TrainArguments:
             "evaluate their ensemble, so `hf-interest forget` retrains one shard (1/S of the cost) to forget a user."
         },
     )
-    dp_epsilon: float | None = field(
-        default=None,
-        metadata={
-            "help": "User-level differential privacy (DP-SGD, opacus): the epsilon to spend over the whole run; the "
-            "noise is set to reach it at --dp_delta. One training row per user, users Poisson-sampled, each user's "
-            "gradient clipped to --dp_max_grad_norm (needs the extra 'privacy'). Off by default."
-        },
-    )
-    dp_noise_multiplier: float | None = field(
-        default=None,
-        metadata={
-            "help": "DP-SGD with this noise multiplier instead of a target --dp_epsilon (the epsilon is reported)."
-        },
-    )
-    dp_max_grad_norm: float = field(
-        default=1.0, metadata={"help": "DP-SGD: the norm each user's gradient is clipped to."}
-    )
-    dp_delta: float | None = field(
-        default=None, metadata={"help": "DP-SGD: the delta of (epsilon, delta)-DP (default: 1 / training users)."}
-    )
-    dp_accountant: str = field(
-        default="prv", metadata={"help": "DP-SGD privacy accountant: 'prv' (tighter) or 'rdp'."}
-    )
 
-    @property
-    def private(self) -> bool:
-        """Whether the run is user-level differentially private (`--dp_epsilon` or `--dp_noise_multiplier`)."""
-        return self.dp_epsilon is not None or self.dp_noise_multiplier is not None
-
-    def __post_init__(self):
+    def check_loop(self) -> None:
+        """The loop's fields on their own."""
         _check_finite(self)
         from accelerate.utils import LoggerType
 
@@ -478,22 +553,8 @@ class TrainArguments:
             raise ValueError(f"--stop_after_epochs must be at least 1, got {self.stop_after_epochs}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max_steps must be at least 1 (or left out), got {self.max_steps}.")
-        if self.lora_r < 0:
-            raise ValueError(f"--lora_r must be 0 (LoRA off) or a positive rank, got {self.lora_r}.")
-        if self.lora_r:
-            if not self.lora_alpha > 0:
-                raise ValueError(f"--lora_alpha must be positive, got {self.lora_alpha}.")
-            if not 0.0 <= self.lora_dropout < 1.0:
-                raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
-        if self.text_encoder_lora_r < 0:
-            raise ValueError(
-                f"--text_encoder_lora_r must be 0 (off) or a positive rank, got {self.text_encoder_lora_r}."
-            )
-        if self.text_encoder_lora_r > 0 and not self.text_encoder_learning_rate > 0:
-            raise ValueError(f"--text_encoder_learning_rate must be positive, got {self.text_encoder_learning_rate}.")
         if self.targets_from is not None:
             targets_from_seconds(self.targets_from)  # a ValueError naming the text when it is not a time
-        self._check_privacy()
         if self.num_shards < 1:
             raise ValueError(f"--num_shards must be at least 1 (1: one model), got {self.num_shards}.")
         _check_output_dir(self.output_dir)
@@ -502,32 +563,20 @@ class TrainArguments:
             raise FileNotFoundError(f"--resume_from_checkpoint {missing_path_message(resume)} Pass 'latest' or a "
                                     "folder output_dir/checkpoints/epoch_N.")  # fmt: skip
 
-    def _check_privacy(self) -> None:
-        """The DP-SGD numbers on their own (what they combine with is `check_arguments`'s)."""
-        if self.dp_epsilon is not None and self.dp_noise_multiplier is not None:
-            raise ValueError(
-                "--dp_epsilon and --dp_noise_multiplier both set the noise: pass one (--dp_epsilon to reach a "
-                "privacy budget, --dp_noise_multiplier to fix the noise and have the budget reported)."
-            )
-        if self.dp_epsilon is not None and not self.dp_epsilon > 0:
-            raise ValueError(
-                f"--dp_epsilon must be positive, got {self.dp_epsilon}: epsilon 0 would mean infinite noise. Typical "
-                "budgets are 1 to 10; leave the flag out to train without differential privacy."
-            )
-        if self.dp_noise_multiplier is not None and not self.dp_noise_multiplier > 0:
-            raise ValueError(f"--dp_noise_multiplier must be positive, got {self.dp_noise_multiplier}.")
-        if not self.dp_max_grad_norm > 0:
-            raise ValueError(f"--dp_max_grad_norm must be positive, got {self.dp_max_grad_norm}.")
-        if self.dp_delta is not None and not 0 < self.dp_delta < 1:
-            raise ValueError(f"--dp_delta must be in (0, 1) (default: 1 / training users), got {self.dp_delta}.")
-        _check_choice("dp_accountant", self.dp_accountant, ("prv", "rdp"))
-        if not self.private:
-            set_flags = [f"--{name}" for name in ("dp_delta",) if getattr(self, name) is not None]
-            if set_flags or self.dp_max_grad_norm != 1.0 or self.dp_accountant != "prv":
-                raise ValueError(
-                    "--dp_max_grad_norm, --dp_delta and --dp_accountant set up DP-SGD: pass --dp_epsilon (or "
-                    "--dp_noise_multiplier) as well, or leave them out."
-                )
+
+@dataclass
+class TrainArguments(PrivacyArguments, TextEncoderLoraArguments, LoraArguments, LoopArguments):
+    """
+    The run's training arguments, in groups with their own fields and checks: the loop (`LoopArguments`), LoRA
+    (`LoraArguments`), text encoder LoRA (`TextEncoderLoraArguments`) and DP-SGD (`PrivacyArguments`), in that order
+    in `--help`. The checks that span groups, or the data and model arguments, are `check_arguments`'s.
+    """
+
+    def __post_init__(self):
+        self.check_loop()
+        self.check_lora()
+        self.check_text_encoder_lora()
+        self.check_privacy()
 
 
 def resolve_loss_type(loss_type: str, num_items: int) -> tuple[str, str]:
@@ -618,20 +667,11 @@ def check_arguments(
             "--ema_decay averages the whole model: it does not combine with --lora_r or --text_encoder_lora_r; "
             "leave it out for adapter training."
         )
-    if train_args.lora_r == 0:
-        if module_names(train_args.lora_modules_to_save):
-            raise ValueError("--lora_modules_to_save is a LoRA setting: pass --lora_r (a positive rank) as well.")
-    else:
-        if not train_args.init_from:
-            raise ValueError(
-                "--lora_r: LoRA adapts a trained model; pass --init_from with the folder of that model (a run folder "
-                "of this script)."
-            )
-        if not module_names(train_args.lora_target_modules):
-            raise ValueError(
-                f"--lora_target_modules is empty; name the modules to adapt (default: "
-                f"{','.join(DEFAULT_LORA_TARGET_MODULES)})."
-            )
+    if train_args.lora_r and not train_args.init_from:
+        raise ValueError(
+            "--lora_r: LoRA adapts a trained model; pass --init_from with the folder of that model (a run folder "
+            "of this script)."
+        )
     if train_args.init_from:
         folder = Path(train_args.init_from)
         if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
