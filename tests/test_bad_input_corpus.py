@@ -17,8 +17,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny import tiny_config
 
-from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
+from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import CleaningConfig, DataCollatorForInterest, load_behaviors
 from hf_interest_cli import main
 
@@ -123,8 +124,7 @@ def test_counted_cases_report_what_they_removed(tmp_path):
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt") / "model"
     tokenizer = ItemTokenizer.from_items([f"i{k}" for k in range(20)])
-    config = InterestConfig(num_items=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32)  # fmt: skip
+    config = tiny_config(num_items=len(tokenizer), max_position_embeddings=200)
     InterestForNextItemPrediction(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

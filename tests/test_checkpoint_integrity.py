@@ -10,14 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tiny import TINY
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from hf_interest import InterestConfig, InterestForInterestForecasting, InterestForNextItemPrediction, InterestModel
 from hf_interest.checkpoint_interest import WEIGHT_FIELDS_METADATA_KEY, checkpoint_problems, read_weights_header
 from hf_interest_cli import main
 
-CONFIG = {"num_items": 23, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-          "intermediate_size": 32, "max_position_embeddings": 12}  # fmt: skip
+CONFIG = {**TINY, "num_items": 23, "num_hidden_layers": 2}
 
 
 def _randomised(model):

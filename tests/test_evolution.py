@@ -4,8 +4,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tiny import tiny_config
 
-from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
+from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import generate_synthetic_interests
 from hf_interest.evolution import (
     NO_CATEGORY,
@@ -28,10 +29,8 @@ MAX_LEN = 12
 @pytest.fixture(scope="module")
 def model_and_tokenizer():
     torch.manual_seed(0)
-    config = InterestConfig(
-        num_items=len(ITEMS) + 3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=MAX_LEN, hidden_dropout_prob=0.3, initializer_range=0.5,
-    )  # fmt: skip
+    config = tiny_config(num_items=len(ITEMS) + 3, num_hidden_layers=2, max_position_embeddings=MAX_LEN,
+                         hidden_dropout_prob=0.3, initializer_range=0.5)  # fmt: skip
     model = InterestForNextItemPrediction(config)  # left in train mode: the functions must switch to eval
     return model, ItemTokenizer.from_items(ITEMS)
 

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import tiny_config as shared_tiny_config
 from transformers import AutoModel
 
 from hf_interest import (
@@ -33,16 +34,14 @@ def tiny_config(**overrides) -> InterestConfig:
     kwargs = {
         "num_items": NUM_ITEMS,
         "hidden_size": HIDDEN,
-        "num_hidden_layers": 1,
         "num_attention_heads": HEADS,
-        "intermediate_size": 32,
         "max_position_embeddings": 24,
         "num_time_buckets": 16,
         "short_term_window": WINDOW,
         "click_hidden_size": 8,
     }
     kwargs.update(overrides)
-    return InterestConfig(**kwargs)
+    return shared_tiny_config(**kwargs)
 
 
 def tiny_inputs(seed: int = 0, batch_size: int = BATCH, seq_len: int = SEQ_LEN) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from tiny import history_without_measurements, tiny_train_args
+from tiny import history_without_measurements, tiny_config, tiny_train_args
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import DataCollatorForInterest, load_named_dataset
@@ -227,10 +227,8 @@ def test_bad_lora_modules_are_named(runs, extra, message, tmp_path):
 
 
 def test_lora_on_the_head_is_refused_with_the_sampled_softmax():
-    from hf_interest import InterestConfig
-
-    config = InterestConfig(num_items=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=16, loss_type="sampled_softmax", num_negative_samples=4)  # fmt: skip
+    config = tiny_config(hidden_size=8, intermediate_size=16, max_position_embeddings=200, loss_type="sampled_softmax",
+                         num_negative_samples=4)  # fmt: skip
     args = TrainArguments(lora_r=2, lora_target_modules="query,item_head")
     with pytest.raises(ValueError, match="sampled-softmax"):
         add_lora(InterestForNextItemPrediction(config), args)

@@ -2,17 +2,13 @@
 
 import torch
 import torch.nn.functional as F
+from tiny import tiny_config
 
-from hf_interest import InterestConfig, InterestForNextItemPrediction
+from hf_interest import InterestForNextItemPrediction
 
 
 def tiny(loss_type="full_softmax", **kwargs):
-    config = InterestConfig(
-        num_items=20,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
+    config = tiny_config(
         max_position_embeddings=8,
         loss_type=loss_type,
         num_negative_samples=40,

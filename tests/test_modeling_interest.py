@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from tiny import tiny_config
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 import hf_interest
@@ -36,12 +37,11 @@ class InterestModelTester:
             "hidden_size": self.hidden_size,
             "num_hidden_layers": self.num_hidden_layers,
             "num_attention_heads": self.num_heads,
-            "intermediate_size": 32,
             "max_position_embeddings": 20,
             "num_time_buckets": 16,
         }
         kwargs.update(overrides)
-        return InterestConfig(**kwargs)
+        return tiny_config(**kwargs)
 
     def prepare_inputs(self, seed=0):
         generator = torch.Generator().manual_seed(seed)

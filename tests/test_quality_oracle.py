@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from tiny import tiny_config
 
 from hf_interest import ItemTokenizer
 from hf_interest.data import SyntheticConfig, encode_sequences, generate_synthetic_interests
@@ -148,7 +149,7 @@ def test_baselines_score_what_they_say():
 def test_the_oracle_beats_every_model_and_baseline(world, tmp_path):
     """On a small world with drift, switches and successors: the oracle (which knows the latent regime) above a
     trained model, the transition and history-category baselines and popularity, all by the same evaluation code."""
-    from hf_interest import InterestConfig, InterestForNextItemPrediction
+    from hf_interest import InterestForNextItemPrediction
     from hf_interest.data import DataCollatorForInterest
 
     synthetic, data, tokenizer, encoded = world
@@ -156,8 +157,7 @@ def test_the_oracle_beats_every_model_and_baseline(world, tmp_path):
     popularity, baselines = _baselines(encoded, tokenizer, data)
     torch.manual_seed(0)
     model = InterestForNextItemPrediction(
-        InterestConfig(num_items=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64, max_position_embeddings=32)
+        tiny_config(num_items=len(tokenizer), hidden_size=32, intermediate_size=64, max_position_embeddings=32)
     )  # fmt: skip
     collator = DataCollatorForInterest(pad_token_id=0, max_length=32, mode="train")
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

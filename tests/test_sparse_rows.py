@@ -3,10 +3,11 @@
 import pytest
 import torch
 from accelerate import Accelerator
+from tiny import tiny_config
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from hf_interest import InterestConfig, InterestForNextItemPrediction
+from hf_interest import InterestForNextItemPrediction
 from hf_interest.training.arguments import TrainArguments
 from hf_interest.training.features import lazy_item_tables
 from hf_interest.training.sparse_rows import (
@@ -19,9 +20,7 @@ from hf_interest.training.sparse_rows import (
 
 
 def tiny(**kwargs):
-    config = InterestConfig(num_items=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32, max_position_embeddings=12, loss_type="sampled_softmax",
-                            num_negative_samples=10, **kwargs)  # fmt: skip
+    config = tiny_config(num_items=40, loss_type="sampled_softmax", num_negative_samples=10, **kwargs)
     torch.manual_seed(0)
     model = InterestForNextItemPrediction(config).train()
     if config.uses_text:

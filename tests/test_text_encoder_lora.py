@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TEXT_ENCODER_SIZE, tiny_train_args
+from tiny import TEXT_ENCODER_SIZE, tiny_config, tiny_train_args
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction
 from hf_interest.text_encoding import encode_item_texts, encode_texts
@@ -32,12 +32,8 @@ def build(tiny_text_encoder, representation="text", **joint_kwargs):
     from transformers import AutoModel, AutoTokenizer
 
     torch.manual_seed(0)
-    config = InterestConfig(
+    config = tiny_config(
         num_items=NUM_ITEMS,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
         max_position_embeddings=8,
         item_representation=representation,
         text_embedding_size=TEXT_SIZE,

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from tiny import TEXT_ENCODER_SIZE, tiny_train_args
+from tiny import tiny_config as shared_tiny_config
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, InterestModel, ItemTokenizer
 from hf_interest.modeling_interest import InterestItemBias
@@ -30,19 +31,15 @@ REPRESENTATIONS = ("id", "text", "id+text")
 
 
 def tiny_config(representation="text", num_items=20, **overrides) -> InterestConfig:
+    """The shared tiny config with a text tower of `representation`."""
     kwargs = {
         "num_items": num_items,
-        "hidden_size": 16,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "max_position_embeddings": 12,
         "num_time_buckets": 8,
         "item_representation": representation,
         "text_embedding_size": None if representation == "id" else TEXT_SIZE,
     }
     kwargs.update(overrides)
-    return InterestConfig(**kwargs)
+    return shared_tiny_config(**kwargs)
 
 
 def tiny_model(representation="text", num_items=20, seed=0, **overrides) -> InterestForNextItemPrediction:
@@ -485,12 +482,8 @@ def test_train_script_text_tower_with_excluded_items_then_cold_start(tmp_path, t
 
 
 def test_item_id_dropout_drops_the_id_part_on_both_sides_in_training_only():
-    config = InterestConfig(
+    config = shared_tiny_config(
         num_items=30,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
         max_position_embeddings=8,
         item_representation="id+text",
         text_embedding_size=12,

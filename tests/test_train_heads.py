@@ -19,9 +19,9 @@ import pytest
 import torch
 import transformers
 from datasets import Dataset
-from tiny import tiny_train_args
+from tiny import tiny_config, tiny_train_args
 
-from hf_interest import InterestConfig, InterestForClickPrediction, InterestForInterestForecasting, ItemTokenizer
+from hf_interest import InterestForClickPrediction, InterestForInterestForecasting, ItemTokenizer
 from hf_interest.data import DataCollatorForInterest, SyntheticConfig, encode_sequences, generate_synthetic_interests
 from hf_interest.heads import (
     category_prior,
@@ -345,10 +345,9 @@ def synthetic():
     weights, names, without = category_weight_matrix(data.items, tokenizer, primary_only=True)
     assert without == 0 and names == sorted(generated.category_names)
     torch.manual_seed(0)
-    config = InterestConfig(
-        num_items=len(tokenizer), max_position_embeddings=32, pad_token_id=tokenizer.pad_token_id, hidden_size=16,
-        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_categories=len(names),
-        category_names=names, forecast_horizon=FORECAST_K,
+    config = tiny_config(
+        num_items=len(tokenizer), max_position_embeddings=32, pad_token_id=tokenizer.pad_token_id,
+        num_categories=len(names), category_names=names, forecast_horizon=FORECAST_K,
     )  # fmt: skip
     model = InterestForInterestForecasting(config).eval()
     model.set_item_category_weights(torch.from_numpy(weights))

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import tiny_config
 from torch import nn
 
-from hf_interest import InterestConfig, InterestForNextItemPrediction
+from hf_interest import InterestForNextItemPrediction
 from hf_interest.training.kernels import (
     ExcludedCrossEntropy,
     FastCPUDropout,
@@ -132,10 +133,7 @@ def test_model_loss_and_gradients_equal_the_unfused_reference(kernels):
     """The model's full-softmax loss with loss_exclude_seen, plain and with the fused kernel applied, against the loss
     written out with F.cross_entropy."""
     torch.manual_seed(0)
-    config = InterestConfig(
-        num_items=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=12, hidden_dropout_prob=0.0,
-    )  # fmt: skip
+    config = tiny_config(num_items=40, hidden_dropout_prob=0.0)
     model = InterestForNextItemPrediction(config).train()
     if kernels:
         assert apply_cpu_training_kernels(model) == {"dropout": 2, "loss": 1}  # the embeddings' and the layer's
@@ -170,10 +168,7 @@ def test_model_loss_and_gradients_equal_the_unfused_reference(kernels):
 def test_patched_model_trains_like_the_plain_one_and_saves_a_plain_model(tmp_path):
     """The kernels change how a step is computed, not what the model is: the same seed gives the same loss at
     dropout 0 and the same eval outputs; a checkpoint saved from a patched model loads as the plain model."""
-    config = InterestConfig(
-        num_items=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=12, hidden_dropout_prob=0.0,
-    )  # fmt: skip
+    config = tiny_config(num_items=40, num_hidden_layers=2, hidden_dropout_prob=0.0)
     torch.manual_seed(0)
     plain = InterestForNextItemPrediction(config).train()
     torch.manual_seed(0)
@@ -217,11 +212,8 @@ def test_step_benchmark_times_every_variant():
 def test_states_to_keep_gives_the_states_of_the_full_pass(long_term, short_term, masked):
     """Evaluation and recommend run the last layer for the last positions only: the states must not change."""
     torch.manual_seed(0)
-    config = InterestConfig(
-        num_items=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=12, long_term_interest=long_term, short_term_interest=short_term,
-        short_term_window=3,
-    )  # fmt: skip
+    config = tiny_config(num_items=30, num_hidden_layers=2, long_term_interest=long_term,
+                         short_term_interest=short_term, short_term_window=3)  # fmt: skip
     model = InterestForNextItemPrediction(config).eval()
     input_ids = torch.randint(3, 30, (4, 12))
     attention_mask = None
@@ -254,10 +246,7 @@ def test_states_to_keep_gives_the_states_of_the_full_pass(long_term, short_term,
 
 def test_recommend_reads_the_same_state_as_the_full_pass():
     torch.manual_seed(0)
-    config = InterestConfig(
-        num_items=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=12,
-    )  # fmt: skip
+    config = tiny_config(num_items=30, num_hidden_layers=2)
     model = InterestForNextItemPrediction(config).eval()
     input_ids = torch.randint(3, 30, (3, 12))
     input_ids[0, :4] = 0
