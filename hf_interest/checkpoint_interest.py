@@ -128,6 +128,7 @@ def fields_from_weights(shapes: dict) -> dict:
     fields["short_term_interest"] = "long_short_term.short_term_query.weight" in backbone
     if "item_head.bias" in shapes and has_ids:
         fields["tie_word_embeddings"] = "item_head.weight" not in shapes
+        fields["item_output_residual"] = "item_output_residual.weight" in shapes
     if "click_mlp_in.weight" in shapes:
         fields["click_hidden_size"] = shapes["click_mlp_in.weight"][0]
     if "forecast_head.weight" in shapes:

@@ -66,6 +66,13 @@ class InterestConfig(PretrainedConfig):
             item is always learned; it is what an empty history is scored by (a learned popularity prior). With
             `item_representation="text"` there is no id table and the flag has no effect: both sides always share the
             text representations. With `"id+text"` it ties the id part.
+        item_output_residual (`bool`, defaults to `False`):
+            With the output tied to the id embeddings: add a second per-item vector on the output side, started at
+            zero, so item i is scored by `u_t . (e_i + r_i) + b_i`. The tied table learns from both sides, as
+            before; `r_i` holds what the input side cannot share with the output side, such as item-to-item
+            successors (sequels, series, accessories: "what comes after i" is not "what i is like"). A separate
+            output table (`tie_word_embeddings=False`) has that freedom too, but learns each output row from the
+            output side alone, which costs quality where items have few events (docs/scale.md measures both).
         loss_type (`str`, defaults to `"full_softmax"`):
             `"full_softmax"`: cross-entropy over the whole catalogue. `"sampled_softmax"`: cross-entropy over the
             positive and `num_negative_samples` items sampled per batch, with the log-Q correction (Bengio &
@@ -149,6 +156,7 @@ class InterestConfig(PretrainedConfig):
         "use_time_gaps",
         "num_time_buckets",
         "tie_word_embeddings",
+        "item_output_residual",
         "item_representation",
         "text_embedding_size",
         "long_term_interest",
@@ -178,6 +186,7 @@ class InterestConfig(PretrainedConfig):
         use_time_gaps: bool = True,
         num_time_buckets: int = 32,
         tie_word_embeddings: bool = True,
+        item_output_residual: bool = False,
         loss_type: str = "full_softmax",
         num_negative_samples: int = 1024,
         loss_exclude_seen: bool = True,
@@ -216,6 +225,7 @@ class InterestConfig(PretrainedConfig):
         self.loss_exclude_seen = loss_exclude_seen
         self.item_representation = item_representation
         self.item_id_dropout = item_id_dropout
+        self.item_output_residual = item_output_residual
         self.text_embedding_size = text_embedding_size
         self.text_encoder = text_encoder
         self.long_term_interest = long_term_interest
@@ -233,6 +243,12 @@ class InterestConfig(PretrainedConfig):
         self.pad_token_id = pad_token_id
         self._validate_interest_fields()
         super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        if self.item_output_residual and (not self.tie_word_embeddings or self.item_representation == "text"):
+            raise ValueError(
+                "InterestConfig.item_output_residual adds an output-side vector to the tied id embeddings: it needs "
+                "tie_word_embeddings=True and an id table (item_representation 'id' or 'id+text'); a separate output "
+                "table (tie_word_embeddings=False) already has its own output rows."
+            )
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
@@ -268,7 +284,7 @@ class InterestConfig(PretrainedConfig):
             "click_hidden_size",
         ):
             positive_int(name)
-        for name in ("long_term_interest", "short_term_interest"):
+        for name in ("long_term_interest", "short_term_interest", "item_output_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"InterestConfig.{name} must be True or False, got {getattr(self, name)!r}.")
         if self.num_categories is not None:

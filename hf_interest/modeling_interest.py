@@ -401,6 +401,13 @@ class InterestItemBias(nn.Module):
         return self.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (..., N)
 
 
+class InterestOutputResidual(nn.Embedding):
+    """
+    `config.item_output_residual`: one output-side vector per item, added to the tied id embedding when items are
+    scored (`u_t . (e_i + r_i) + b_i`). Started at zero, so a new model scores as the tied one does.
+    """
+
+
 def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
     """
     Per-row cross-entropy of `logits` `(M, N)` against `targets` `(M,)`, the entries where `excluded` (bool,
@@ -488,6 +495,8 @@ class InterestPreTrainedModel(InterestCheckpointMixin, PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, InterestOutputResidual):
+            init.zeros_(module.weight)  # the tied table alone at the start; a loaded one is kept
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
             # A slice loses the "already loaded" flag, so check it here or a loaded padding row would be re-zeroed.
@@ -822,6 +831,10 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             # Weight tied to the item embeddings by default; the bias is a learned per-item prior (popularity), which
             # is what an empty history is scored by.
             self.item_head = nn.Linear(config.hidden_size, config.num_items, bias=True)
+        # `item_output_residual`: a second output-side vector per item, added to the tied one (zero at the start).
+        self.item_output_residual = (
+            InterestOutputResidual(config.num_items, config.hidden_size) if config.item_output_residual else None
+        )
         # Log-probabilities of drawing each item as a negative for the sampled softmax; uniform over real items when
         # unset. Not saved: it is a training setting (see `set_negative_sampling_distribution`).
         self.register_buffer("negative_sampling_log_q", None, persistent=False)
@@ -853,7 +866,11 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         Scores of every item from interest states `(..., H)`: `(..., num_items)`, the output layer `recommend`,
         evaluation and serving share (`item_id_keep`: the items that keep their id part, in training only).
         """
-        logits = self.item_head(hidden_states)  # id part (tied to the id embeddings) + bias; bias alone for "text"
+        if self.item_output_residual is None:
+            logits = self.item_head(hidden_states)  # id part (tied to the id embeddings) + bias; bias alone for "text"
+        else:  # one product with the summed table: e_i + r_i, then the bias
+            weight = self.item_head.weight + self.item_output_residual.weight
+            logits = F.linear(hidden_states, weight.to(hidden_states.dtype), self.item_head.bias)
         if item_id_keep is not None:  # item_id_dropout: the dropped items keep their bias, lose their id part
             bias = self.item_head(hidden_states.new_zeros(hidden_states.shape[-1]))  # the module's own bias, via peft
             logits = bias + (logits - bias) * item_id_keep.to(logits.dtype)
@@ -965,6 +982,10 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 self.item_head.weight = grown(weight, weight.new_zeros(num_new, weight.shape[1]))
             self.item_head.out_features = num_old + num_new
         self.item_head.bias = grown(old_bias, new_bias)
+        if self.item_output_residual is not None:  # new items have no successors learned: zero, as at the start
+            residual = self.item_output_residual
+            residual.weight = grown(residual.weight, residual.weight.new_zeros(num_new, residual.embedding_dim))
+            residual.num_embeddings = num_old + num_new
         if self.negative_sampling_log_q is not None:
             logger.warning("add_items cleared the sampled-softmax distribution; set it again for the new vocabulary.")
             self.negative_sampling_log_q = None
@@ -993,6 +1014,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             # table's gradient (the same table when tied) holds the rows of this batch only; dense otherwise.
             sparse = embeddings is not None and embeddings.sparse
             vectors = F.embedding(item_ids, weight, sparse=sparse)
+            if self.item_output_residual is not None:
+                vectors = vectors + F.embedding(item_ids, self.item_output_residual.weight, sparse=sparse)
             if item_id_keep is not None:
                 vectors = vectors * item_id_keep[item_ids, None].to(vectors.dtype)
         if self.model.text_projection is not None:

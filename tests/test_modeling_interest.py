@@ -211,6 +211,39 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, tester):
     assert loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
 
 
+def test_item_output_residual_starts_as_the_tied_model_and_scores_with_the_summed_table(tmp_path, tester):
+    """`item_output_residual`: zero at the start (the tied model's scores), then u . (e_i + r_i) + b_i everywhere the
+    model scores items: the logits, the output vectors serving and the sampled softmax read, and after a reload."""
+    torch.manual_seed(3)
+    plain = InterestForNextItemPrediction(tester.get_config()).eval()
+    torch.manual_seed(3)
+    model = InterestForNextItemPrediction(tester.get_config(item_output_residual=True)).eval()
+    assert model.item_output_residual.weight.abs().max() == 0
+    assert model.item_head.weight is model.model.item_embeddings.weight  # still tied
+    inputs = tester.prepare_inputs()
+    torch.testing.assert_close(model(**inputs).logits, plain(**inputs).logits)
+    with torch.no_grad():
+        model.item_output_residual.weight.normal_(0.0, 0.5)
+    states = model(**inputs).last_hidden_state
+    items = torch.arange(model.config.num_items)
+    vectors = model.output_item_vectors(items)
+    torch.testing.assert_close(vectors, model.model.item_embeddings.weight + model.item_output_residual.weight)
+    torch.testing.assert_close(model.item_logits(states), states @ vectors.T + model.item_head.bias)
+    assert not torch.allclose(model(**inputs).logits, plain(**inputs).logits)
+    model.save_pretrained(tmp_path)
+    loaded = InterestForNextItemPrediction.from_pretrained(tmp_path).eval()
+    assert loaded.config.item_output_residual and loaded.item_head.weight is loaded.model.item_embeddings.weight
+    assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_item_output_residual_needs_the_tied_id_table():
+    for refused in ({"tie_word_embeddings": False}, {"item_representation": "text", "text_embedding_size": 8}):
+        with pytest.raises(ValueError, match="item_output_residual"):
+            tiny_config(item_output_residual=True, **refused)
+    with pytest.raises(ValueError, match="item_output_residual must be True or False"):
+        tiny_config(item_output_residual="yes")
+
+
 def test_untied_head_round_trip(tmp_path, tester):
     config = tester.get_config(tie_word_embeddings=False)
     model = _eval_model(InterestForNextItemPrediction, config)

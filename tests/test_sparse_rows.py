@@ -52,9 +52,10 @@ OPTIONS = [
     {"loss_exclude_seen": True},
     {"item_representation": "id+text", "text_embedding_size": 8, "item_id_dropout": 0.3},
     {"tie_word_embeddings": False},  # a separate output table: two tables, each with its own sparse gradient
+    {"item_output_residual": True},  # the tied table and the output-side residual: two tables
     {"tie_word_embeddings": False, "item_representation": "id+text", "text_embedding_size": 8, "item_id_dropout": 0.3},
 ]
-TABLES = ("model.item_embeddings.weight", "item_head.weight")
+TABLES = ("model.item_embeddings.weight", "item_head.weight", "item_output_residual.weight")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -62,7 +63,9 @@ TABLES = ("model.item_embeddings.weight", "item_head.weight")
 def test_sparse_item_gradients_equal_the_dense_ones(options, device):
     dense, sparse = tiny(**options).to(device), tiny(**options).to(device)
     tables = enable_sparse_item_gradients(sparse)
-    if sparse.config.tie_word_embeddings:
+    if sparse.config.item_output_residual:
+        assert tables == (sparse.model.item_embeddings.weight, sparse.item_output_residual.weight)
+    elif sparse.config.tie_word_embeddings:
         assert tables == (sparse.model.item_embeddings.weight,)
         assert tables[0] is sparse.item_head.weight
     else:

@@ -358,6 +358,24 @@ def test_add_items_keeps_old_scores_and_updates_the_tokenizer(tmp_path, represen
     assert torch.equal(loaded(**batch).logits, after)
 
 
+def test_add_items_grows_the_output_residual_with_zeros(tmp_path):
+    """`item_output_residual`: old items keep their scores, new ones have no residual (nothing learned about what
+    follows them), and the grown model saves and loads."""
+    model = tiny_model("id+text", item_output_residual=True)
+    with torch.no_grad():
+        model.item_output_residual.weight.normal_(0.0, 0.5)
+    tokenizer = ItemTokenizer.from_items([f"item-{i}" for i in range(17)])
+    batch = inputs()
+    before = model(**batch).logits
+    model.add_items(tokenizer, ["new-1", "new-2"], text_embeddings=torch.randn(2, TEXT_SIZE))
+    assert model.item_output_residual.weight.shape == (22, model.config.hidden_size)
+    assert (model.item_output_residual.weight[20:] == 0).all()
+    after = model(**batch).logits
+    assert torch.equal(after[..., :20], before)
+    model.save_pretrained(tmp_path)
+    assert torch.equal(InterestForNextItemPrediction.from_pretrained(tmp_path).eval()(**batch).logits, after)
+
+
 def test_a_new_item_with_an_old_items_text_scores_like_it():
     model = tiny_model("text")
     tokenizer = ItemTokenizer.from_items([f"item-{i}" for i in range(17)])

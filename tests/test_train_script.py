@@ -215,7 +215,7 @@ def test_lazy_item_table_updates_resume_to_the_same_result(tmp_path, tied):
     _run("train.py", *sampled, "--output_dir", str(tmp_path / "resumed"), "--stop_after_epochs", "1")
     _run("train.py", *sampled, "--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", "latest")
     assert "item table updates: lazy (--item_table_updates auto: sampled softmax)" in straight.stdout
-    which = "the id table's rows" if tied == "true" else "the rows of the id table and of the separate output table"
+    which = "the id table's rows" if tied == "true" else "the rows of the 2 item tables"
     assert f"averages only {which} it read" in straight.stdout
     full = json.loads((tmp_path / "straight" / "eval_results.json").read_text())
     resumed = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())

@@ -85,6 +85,12 @@ def add_lora(model: InterestForNextItemPrediction, train_args: TrainArguments):
             "LoRA on item_head is not applied by the sampled-softmax loss (it reads item_head.weight directly): drop "
             "item_head from --lora_target_modules, put it in --lora_modules_to_save, or use --loss_type full_softmax."
         )
+    if "item_head" in targets and getattr(model.config, "item_output_residual", False):
+        raise ValueError(
+            "LoRA on item_head is not applied with item_output_residual (the output layer is read as the sum of "
+            "item_head.weight and the residual): drop item_head from --lora_target_modules, or put it in "
+            "--lora_modules_to_save."
+        )
     config = LoraConfig(
         r=train_args.lora_r,
         lora_alpha=train_args.lora_alpha,

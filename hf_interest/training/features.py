@@ -144,7 +144,7 @@ def lazy_item_tables(model, task_name: str, train_args: TrainArguments, accelera
         accelerator.print(f"item table updates: dense (--item_table_updates auto: {why_not})")
         return None
     tables = enable_sparse_item_gradients(model)
-    which = "the id table's rows" if len(tables) == 1 else "the rows of the id table and of the separate output table"
+    which = "the id table's rows" if len(tables) == 1 else f"the rows of the {len(tables)} item tables"
     accelerator.print(
         f"item table updates: lazy (--item_table_updates {choice}: sampled softmax): each step updates, decays and "
         f"averages only {which} it read; --item_table_updates dense for AdamW over every row"

@@ -42,16 +42,21 @@ def item_table(model: nn.Module) -> nn.Embedding | None:
 
 def item_tables(model: nn.Module) -> tuple[nn.Parameter, ...]:
     """
-    The item tables a step reads by row: the id embeddings' weight, and the output layer's weight where it is a
-    separate table (`tie_word_embeddings=False`). Empty without id embeddings.
+    The item tables a step reads by row: the id embeddings' weight, the output layer's weight where it is a separate
+    table (`tie_word_embeddings=False`), and the output-side residual (`item_output_residual`). Empty without id
+    embeddings.
     """
     embeddings = item_table(model)
     if embeddings is None:
         return ()
+    tables = [embeddings.weight]
     output = getattr(getattr(model, "item_head", None), "weight", None)
-    if output is None or output is embeddings.weight:
-        return (embeddings.weight,)
-    return embeddings.weight, output
+    if output is not None and output is not embeddings.weight:
+        tables.append(output)
+    residual = getattr(model, "item_output_residual", None)
+    if isinstance(residual, nn.Embedding):
+        tables.append(residual.weight)
+    return tuple(tables)
 
 
 def sparse_item_gradients_supported(model: nn.Module) -> str | None:
