@@ -191,6 +191,7 @@ def test_dp_flags_are_checked(tmp_path):
         ({"resume_from_checkpoint": "latest"}, {}, "--resume_from_checkpoint"),
         ({}, {"loss_type": "sampled_softmax"}, "--loss_type sampled_softmax"),
         ({}, {"item_representation": "id+text"}, "--item_representation"),
+        ({}, {"item_output_residual": True}, "--item_output_residual"),
     ]:
         with pytest.raises(ValueError, match="does not combine with") as error:
             check_arguments(data, TrainArguments(output_dir=run, dp_epsilon=4.0, **train), ModelArguments(**model))

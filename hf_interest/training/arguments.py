@@ -733,6 +733,7 @@ def _check_private_combination(
                     "the text projection scores the whole catalogue at once, with no per-user gradient",
                 ),
                 "--item_id_dropout": (model_args.item_id_dropout > 0, "it is drawn for the whole catalogue"),
+                "--item_output_residual": (model_args.item_output_residual, "its per-user gradients are not computed"),
             }
         )
     given = [f"{flag} ({why})" for flag, (conflict, why) in conflicts.items() if conflict]

@@ -143,6 +143,8 @@ def check_private_model(model) -> None:
     if config.item_representation != "id":
         problems.append(f"item_representation={config.item_representation!r} (the text projection has no per-user "
                         "gradient)")  # fmt: skip
+    if getattr(config, "item_output_residual", False):
+        problems.append("item_output_residual=True (its per-user gradients are not computed)")
     if getattr(config, "item_id_dropout", 0.0):
         problems.append(f"item_id_dropout={config.item_id_dropout} (drawn for the whole catalogue)")
     if problems:
