@@ -866,11 +866,15 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         Scores of every item from interest states `(..., H)`: `(..., num_items)`, the output layer `recommend`,
         evaluation and serving share (`item_id_keep`: the items that keep their id part, in training only).
         """
-        if self.item_output_residual is None:
-            logits = self.item_head(hidden_states)  # id part (tied to the id embeddings) + bias; bias alone for "text"
-        else:  # one product with the summed table: e_i + r_i, then the bias
-            weight = self.item_head.weight + self.item_output_residual.weight
-            logits = F.linear(hidden_states, weight.to(hidden_states.dtype), self.item_head.bias)
+        residual = self.item_output_residual
+        if residual is not None and hidden_states.numel() > 16 * hidden_states.shape[-1]:
+            # u . (e_i + r_i): one product with the summed table (many states: training, evaluation batches)
+            weight = (self.item_head.weight + residual.weight).to(hidden_states.dtype)
+            logits = F.linear(hidden_states, weight, self.item_head.bias)
+        else:  # id part (tied to the id embeddings) + bias; bias alone for "text"
+            logits = self.item_head(hidden_states)
+            if residual is not None:  # a few states (recommending): u . e_i + u . r_i, no (N, H) sum per call
+                logits = logits + F.linear(hidden_states, residual.weight.to(hidden_states.dtype))
         if item_id_keep is not None:  # item_id_dropout: the dropped items keep their bias, lose their id part
             bias = self.item_head(hidden_states.new_zeros(hidden_states.shape[-1]))  # the module's own bias, via peft
             logits = bias + (logits - bias) * item_id_keep.to(logits.dtype)

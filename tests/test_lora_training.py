@@ -232,6 +232,9 @@ def test_lora_on_the_head_is_refused_with_the_sampled_softmax():
     args = TrainArguments(lora_r=2, lora_target_modules="query,item_head")
     with pytest.raises(ValueError, match="sampled-softmax"):
         add_lora(InterestForNextItemPrediction(config), args)
+    residual = tiny_config(hidden_size=8, intermediate_size=16, item_output_residual=True)  # read as a summed table
+    with pytest.raises(ValueError, match="item_output_residual"):
+        add_lora(InterestForNextItemPrediction(residual), args)
     args = TrainArguments(lora_r=2, lora_modules_to_save="item_head")  # the supported way
     model = add_lora(InterestForNextItemPrediction(config), args)
     assert (

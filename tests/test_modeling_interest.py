@@ -228,7 +228,9 @@ def test_item_output_residual_starts_as_the_tied_model_and_scores_with_the_summe
     items = torch.arange(model.config.num_items)
     vectors = model.output_item_vectors(items)
     torch.testing.assert_close(vectors, model.model.item_embeddings.weight + model.item_output_residual.weight)
-    torch.testing.assert_close(model.item_logits(states), states @ vectors.T + model.item_head.bias)
+    torch.testing.assert_close(model.item_logits(states), states @ vectors.T + model.item_head.bias)  # many states
+    one = states[:1, -1]  # one state: the two-product path
+    torch.testing.assert_close(model.item_logits(one), one @ vectors.T + model.item_head.bias)
     assert not torch.allclose(model(**inputs).logits, plain(**inputs).logits)
     model.save_pretrained(tmp_path)
     loaded = InterestForNextItemPrediction.from_pretrained(tmp_path).eval()

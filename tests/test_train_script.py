@@ -207,16 +207,19 @@ def test_max_steps_below_one_is_refused():
 @pytest.mark.parametrize("tied", ["true", "false"])
 def test_lazy_item_table_updates_resume_to_the_same_result(tmp_path, tied):
     """With the sampled softmax, auto picks lazy updates (sparse table gradients, LazyAdamW, the lazily averaged
-    table; with a separate output table, both tables): stopping and resuming gives the straight run's history and
-    metrics, as with dense updates."""
+    tables: the id table and the output residual, or the id and the separate output table): stopping and resuming
+    gives the straight run's history and metrics, as with dense updates."""
     sampled = [*TINY, "--num_train_epochs", "3", "--loss_type", "sampled_softmax", "--num_negative_samples", "8",
                "--tie_word_embeddings", tied]  # fmt: skip
     straight = _run("train.py", *sampled, "--output_dir", str(tmp_path / "straight"))
     _run("train.py", *sampled, "--output_dir", str(tmp_path / "resumed"), "--stop_after_epochs", "1")
     _run("train.py", *sampled, "--output_dir", str(tmp_path / "resumed"), "--resume_from_checkpoint", "latest")
     assert "item table updates: lazy (--item_table_updates auto: sampled softmax)" in straight.stdout
-    which = "the id table's rows" if tied == "true" else "the rows of the 2 item tables"
-    assert f"averages only {which} it read" in straight.stdout
+    # tied: the id table and the output residual (on by default with the sampled softmax); untied: the two tables
+    assert "averages only the rows of the 2 item tables it read" in straight.stdout
+    config = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert config["item_output_residual"] == (tied == "true")
+    assert ("item output residual: on (the default with the sampled softmax" in straight.stdout) == (tied == "true")
     full = json.loads((tmp_path / "straight" / "eval_results.json").read_text())
     resumed = json.loads((tmp_path / "resumed" / "eval_results.json").read_text())
     assert full["training"]["item_table_updates"] == "lazy"

@@ -87,7 +87,7 @@ def add_lora(model: InterestForNextItemPrediction, train_args: TrainArguments):
         )
     if "item_head" in targets and getattr(model.config, "item_output_residual", False):
         raise ValueError(
-            "LoRA on item_head is not applied with item_output_residual (the output layer is read as the sum of "
+            "LoRA on item_head is not applied with item_output_residual (many states are scored with the sum of "
             "item_head.weight and the residual): drop item_head from --lora_target_modules, or put it in "
             "--lora_modules_to_save."
         )

@@ -136,6 +136,10 @@ def lazy_item_tables(model, task_name: str, train_args: TrainArguments, accelera
         why_not = "sparse gradients are all-reduced by gloo (CPU processes) only, not by NCCL"
     elif sharding(accelerator):
         why_not = f"{sharding(accelerator)} shards the parameters itself"
+    elif accelerator.num_processes > 1 and not model.config.tie_word_embeddings:
+        why_not = (
+            "DDP takes sparse gradients from sparse embeddings only, and the separate output table is a linear layer"
+        )
     else:
         why_not = sparse_item_gradients_supported(model)
     if why_not is not None:

@@ -85,6 +85,9 @@ def enable_sparse_item_gradients(model: nn.Module) -> tuple[nn.Parameter, ...]:
     if why_not is not None:
         raise ValueError(f"Sparse item-table gradients do not apply: {why_not}.")
     item_table(model).sparse = True
+    residual = getattr(model, "item_output_residual", None)
+    if isinstance(residual, nn.Embedding):  # read by row in the same steps; flagged too, so DDP expects it sparse
+        residual.sparse = True
     return item_tables(model)
 
 

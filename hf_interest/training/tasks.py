@@ -41,7 +41,13 @@ from ..modeling_interest import (
 )
 from ..tokenization_interest import ItemTokenizer
 from .adapters import load_init_model
-from .arguments import DataArguments, ModelArguments, TrainArguments, resolve_loss_type
+from .arguments import (
+    DataArguments,
+    ModelArguments,
+    TrainArguments,
+    resolve_item_output_residual,
+    resolve_loss_type,
+)
 from .data import LengthGroupedSampler, next_item_dataloaders, train_windows
 from .evaluation import evaluate_next_item, popularity_baseline
 
@@ -358,6 +364,9 @@ def _new_next_item_model(data, tokenizer, data_args: DataArguments, model_args: 
         log("time gaps: off (the log has no timestamps, so every gap would read as unknown)")
     model_fields["loss_type"], why = resolve_loss_type(model_args.loss_type, len(tokenizer))
     log(why + (f", {model_args.num_negative_samples:,} negatives per batch" if "sampled" in why else ""))
+    model_fields["item_output_residual"], why = resolve_item_output_residual(model_args, model_fields["loss_type"])
+    if why:
+        log(why)
     if model_args.item_representation in ("text", "id+text"):  # embed the item texts once; saved with the model
         from ..text_encoding import DEFAULT_TEXT_ENCODER, encode_item_texts, item_texts
 
