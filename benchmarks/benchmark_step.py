@@ -35,7 +35,7 @@ from torch import nn
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.training import DataArguments, ModelArguments, TrainArguments, load_data, next_item_dataloaders
-from hf_interest.training.arguments import resolve_loss_type
+from hf_interest.training.arguments import resolve_item_output_residual, resolve_loss_type
 from hf_interest.training.kernels import FastCPUDropout, fused_masked_cross_entropy, keep_freed_memory_for_reuse
 
 
@@ -83,11 +83,13 @@ def main(argv: list[str] | None = None) -> dict:
     loaders, _, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])
     eval_batches = list(loaders["validation"])
+    loss_type = resolve_loss_type(model_args.loss_type, len(tokenizer))[0]
+    residual = resolve_item_output_residual(model_args, loss_type)[0]  # train.py's default for this loss
     config = InterestConfig(
         num_items=len(tokenizer),
         max_position_embeddings=data_args.max_length,
         pad_token_id=tokenizer.pad_token_id,
-        **(asdict(model_args) | {"loss_type": resolve_loss_type(model_args.loss_type, len(tokenizer))[0]}),
+        **(asdict(model_args) | {"loss_type": loss_type, "item_output_residual": residual}),
     )
     model = InterestForNextItemPrediction(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_args.learning_rate)
