@@ -273,3 +273,16 @@ def test_recommend_chunked_is_recommend(kind, exclude_seen):
         )  # fmt: skip
         assert torch.equal(chunked.item_ids, expected.item_ids)
         torch.testing.assert_close(chunked.scores, expected.scores)
+
+
+def test_a_model_with_the_output_residual_exports_and_matches(tmp_path):
+    """`item_output_residual` (the default with the sampled softmax): the ONNX graph scores with it, as `recommend`."""
+    from tiny import tiny_config
+
+    tokenizer = ItemTokenizer.from_items([f"i{k}" for k in range(40)])
+    torch.manual_seed(0)
+    model = InterestForNextItemPrediction(tiny_config(num_items=len(tokenizer), item_output_residual=True)).eval()
+    with torch.no_grad():
+        model.item_output_residual.weight.normal_(0.0, 0.5)  # so that a graph without it would rank otherwise
+    report = export_onnx(model, tokenizer, tmp_path / "onnx", check=True)
+    assert report["top10_equal"] and report["max_abs_diff"] < 1e-4
