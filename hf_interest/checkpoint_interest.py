@@ -115,6 +115,8 @@ def fields_from_weights(shapes: dict) -> dict:
     fields["num_hidden_layers"] = len(layers)
     if "layers.0.ffn_in.weight" in backbone:
         fields["intermediate_size"] = backbone["layers.0.ffn_in.weight"][0]
+    if layers:
+        fields["block_type"] = "hstu" if "layers.0.projection.weight" in backbone else "transformer"
     if "position_embeddings.weight" in backbone:
         fields["max_position_embeddings"] = backbone["position_embeddings.weight"][0]
     fields["use_time_gaps"] = "time_gap_embeddings.weight" in backbone

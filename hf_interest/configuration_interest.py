@@ -17,6 +17,7 @@ from transformers import PretrainedConfig
 _LOSS_TYPES = ("full_softmax", "sampled_softmax")
 _ACTIVATIONS = ("gelu", "relu", "silu", "gelu_new")
 _ITEM_REPRESENTATIONS = ("id", "text", "id+text")
+_BLOCK_TYPES = ("transformer", "hstu")
 
 
 class InterestConfig(PretrainedConfig):
@@ -38,7 +39,17 @@ class InterestConfig(PretrainedConfig):
         num_attention_heads (`int`, defaults to 2):
             Attention heads per layer; must divide `hidden_size`.
         intermediate_size (`int`, defaults to 256):
-            Size of the feed-forward layer inside each transformer layer.
+            Size of the feed-forward layer inside each transformer layer (unused by `block_type="hstu"`, which has
+            no feed-forward layer).
+        block_type (`str`, defaults to `"transformer"`):
+            The layer the interest states are computed by. `"transformer"`: pre-LN softmax self-attention and a
+            feed-forward layer. `"hstu"`: an HSTU-style layer (Zhai et al., 2024, "Actions Speak Louder than Words"):
+            one projection gives u, v, q, k through SiLU; event t aggregates `silu(q_t . k_j / sqrt(d) + p(t - j) +
+            tau(time_t - time_j)) v_j` over its real events j <= t, divided by their number (pointwise, no softmax:
+            the weights need not sum to one, so a history can count how much of something it holds); the result is
+            layer-normed, gated by u and projected. p is a learned bias per head for each relative position (counted
+            in real events), tau one for each bucket of the time between the two events, bucketised like the time
+            gaps below (bucket 0 when no timestamps are given).
         hidden_act (`str`, defaults to `"gelu"`):
             Activation of the feed-forward layer: one of `"gelu"`, `"relu"`, `"silu"`, `"gelu_new"`.
         max_position_embeddings (`int`, defaults to 200):
@@ -151,6 +162,7 @@ class InterestConfig(PretrainedConfig):
         "num_attention_heads",
         "intermediate_size",
         "hidden_act",
+        "block_type",
         "max_position_embeddings",
         "layer_norm_eps",
         "use_time_gaps",
@@ -178,6 +190,7 @@ class InterestConfig(PretrainedConfig):
         num_attention_heads: int = 2,
         intermediate_size: int = 256,
         hidden_act: str = "gelu",
+        block_type: str = "transformer",
         max_position_embeddings: int = 200,
         hidden_dropout_prob: float = 0.2,
         attention_probs_dropout_prob: float = 0.0,
@@ -213,6 +226,7 @@ class InterestConfig(PretrainedConfig):
         self.num_attention_heads = num_attention_heads
         self.intermediate_size = intermediate_size
         self.hidden_act = hidden_act
+        self.block_type = block_type
         self.max_position_embeddings = max_position_embeddings
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
@@ -309,6 +323,8 @@ class InterestConfig(PretrainedConfig):
                 raise ValueError(f"InterestConfig.{name} must be a non-negative number, got {value!r}.")
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"InterestConfig.hidden_act must be one of {_ACTIVATIONS}, got {self.hidden_act!r}.")
+        if self.block_type not in _BLOCK_TYPES:
+            raise ValueError(f"InterestConfig.block_type must be one of {_BLOCK_TYPES}, got {self.block_type!r}.")
         if self.loss_type not in _LOSS_TYPES:
             raise ValueError(f"InterestConfig.loss_type must be one of {_LOSS_TYPES}, got {self.loss_type!r}.")
         if self.item_representation not in _ITEM_REPRESENTATIONS:

@@ -48,6 +48,8 @@ logger = logging.get_logger(__name__)
 # text tower can also adapt "text_projection" (an nn.Linear: LoRA on it moves every item, new ones included); with
 # item_representation="text", item_head holds only the per-item bias (`InterestItemBias`): modules_to_save, not LoRA.
 DEFAULT_LORA_TARGET_MODULES = ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
+# The same for `block_type="hstu"`: every projection of its layers.
+HSTU_LORA_TARGET_MODULES = ["projection", "attention_output"]
 
 
 @dataclass
@@ -133,6 +135,24 @@ class RecommendationOutput(ModelOutput):
     events_read: torch.LongTensor | None = None
 
 
+def log2_buckets(gaps: torch.Tensor, num_buckets: int) -> torch.LongTensor:
+    """Bucket 1 for a gap of zero (or negative) seconds, `2 + floor(log2(gap))` for `gap >= 1`, capped at
+    `num_buckets - 1`; bucket 0 ("unknown") is left to the caller."""
+    gaps = gaps.clamp(min=0)
+    log_bucket = 2 + torch.floor(torch.log2(gaps.clamp(min=1).float())).long()
+    return torch.where(gaps == 0, torch.ones_like(gaps), log_bucket).clamp(max=num_buckets - 1)
+
+
+def relative_time_buckets(timestamps: torch.Tensor, num_buckets: int) -> torch.LongTensor:
+    """
+    The bucket of the time between every pair of events (t, j) of a history, `time_t - time_j`, by `log2_buckets`
+    (what `block_type="hstu"` biases its attention with). Pairs with padding get values too; the attention mask
+    removes them. Returns a `torch.LongTensor` of shape `(batch_size, seq_len, seq_len)`.
+    """
+    timestamps = timestamps.long()
+    return log2_buckets(timestamps[:, :, None] - timestamps[:, None, :], num_buckets)
+
+
 def time_gap_buckets(
     timestamps: torch.Tensor, attention_mask: torch.Tensor | None, num_buckets: int
 ) -> torch.LongTensor:
@@ -152,9 +172,7 @@ def time_gap_buckets(
         `torch.LongTensor` of shape `(batch_size, seq_len)`.
     """
     timestamps = timestamps.long()
-    gaps = (timestamps[:, 1:] - timestamps[:, :-1]).clamp(min=0)  # (B, T-1)
-    log_bucket = 2 + torch.floor(torch.log2(gaps.clamp(min=1).float())).long()
-    buckets = torch.where(gaps == 0, torch.ones_like(gaps), log_bucket).clamp(max=num_buckets - 1)
+    buckets = log2_buckets(timestamps[:, 1:] - timestamps[:, :-1], num_buckets)  # (B, T-1)
     if attention_mask is not None:
         both_real = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
         buckets = buckets.masked_fill(~both_real, 0)
@@ -242,6 +260,60 @@ class InterestLayer(nn.Module):
         transformed = self.ffn_out(self.dropout(self.activation(self.ffn_in(self.ffn_layer_norm(hidden_states)))))
         hidden_states = hidden_states + self.dropout(transformed)
         return hidden_states, probs
+
+
+class InterestHSTULayer(nn.Module):
+    """
+    An HSTU-style layer (`InterestConfig.block_type="hstu"`): x + W_o(LN(A v) * u), where u, v, q, k =
+    SiLU(W(LN(x))) and A[t, j] = silu(q_t . k_j / sqrt(d) + p[t - j] + tau[time bucket of (t, j)]) / n_t over the
+    n_t real events j <= t (0 elsewhere). Per head; p and tau are this layer's learned relative biases.
+    """
+
+    def __init__(self, config: InterestConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.input_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.hidden_size, 4 * config.hidden_size)
+        self.position_bias = nn.Embedding(config.max_position_embeddings, config.num_attention_heads)
+        self.time_bias = nn.Embedding(config.num_time_buckets, config.num_attention_heads)
+        self.attention_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention_output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        states_to_keep: int = 0,
+        relative: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`relative`: `relative_buckets`' (distance, time bucket); `states_to_keep` as `InterestLayer`'s. Returns
+        the new states and, with `output_attentions`, the weights A of shape (batch, heads, queries, keys)."""
+        batch_size, seq_len, hidden_size = hidden_states.shape
+        u, value, query, key = F.silu(self.projection(self.input_layer_norm(hidden_states))).split(hidden_size, -1)
+        if attention_mask is None:
+            attention_mask = torch.ones(seq_len, seq_len, dtype=torch.bool, device=hidden_states.device).tril()
+        distance, time_bucket = relative
+        if states_to_keep:
+            hidden_states, u, query = (x[:, -states_to_keep:] for x in (hidden_states, u, query))
+            attention_mask = attention_mask[..., -states_to_keep:, :]
+            distance, time_bucket = distance[:, -states_to_keep:], time_bucket[:, -states_to_keep:]
+        num_queries = query.shape[1]
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(batch_size, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+
+        scores = heads(query) @ heads(key).transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, Tq, T)
+        bias = self.position_bias(distance) + self.time_bias(time_bucket)  # (B, Tq, T, nh)
+        scores = scores + bias.permute(0, 3, 1, 2)
+        attention_mask = attention_mask.expand(batch_size, 1, num_queries, seq_len)
+        keys_attended = attention_mask.sum(dim=-1, keepdim=True).clamp(min=1).to(scores.dtype)  # (B, 1, Tq, 1)
+        weights = F.silu(scores).masked_fill(~attention_mask, 0.0) / keys_attended
+        context = (weights @ heads(value)).transpose(1, 2).reshape(batch_size, num_queries, hidden_size)
+        transformed = self.attention_output(self.dropout(self.attention_layer_norm(context) * u))
+        return hidden_states + self.dropout(transformed), weights if output_attentions else None
 
 
 class LongShortTermInterest(nn.Module):
@@ -485,7 +557,7 @@ class InterestPreTrainedModel(InterestCheckpointMixin, PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["InterestLayer"]
+    _no_split_modules = ["InterestLayer", "InterestHSTULayer"]
     _supports_sdpa = True
 
     @torch.no_grad()
@@ -577,7 +649,8 @@ class InterestModel(InterestPreTrainedModel):
             nn.Embedding(config.num_time_buckets, config.hidden_size) if config.use_time_gaps else None
         )
         self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.layers = nn.ModuleList([InterestLayer(config) for _ in range(config.num_hidden_layers)])
+        layer_class = InterestHSTULayer if config.block_type == "hstu" else InterestLayer
+        self.layers = nn.ModuleList([layer_class(config) for _ in range(config.num_hidden_layers)])
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.long_short_term = (
             LongShortTermInterest(config) if config.long_term_interest or config.short_term_interest else None
@@ -673,6 +746,7 @@ class InterestModel(InterestPreTrainedModel):
         item_id_keep: torch.Tensor | None = None,
         states_to_keep: int = 0,
         time_gap_bucket_ids: torch.LongTensor | None = None,
+        relative_time_bucket_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> InterestModelOutput | tuple:
         """
@@ -696,6 +770,9 @@ class InterestModel(InterestPreTrainedModel):
             time_gap_bucket_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
                 The time-gap buckets themselves (`time_gap_buckets`), instead of `timestamps`; 0 is "gap unknown". An
                 exported graph uses it to serve histories with and without times through one input.
+            relative_time_bucket_ids (`torch.LongTensor` of shape `(batch_size, seq_len, seq_len)`, *optional*):
+                With `block_type="hstu"`: the buckets of the time between every pair of events
+                (`relative_time_buckets`), instead of `timestamps`; 0 is "unknown". For the same exported graph.
 
         Returns:
             [`InterestModelOutput`] or a tuple.
@@ -717,6 +794,17 @@ class InterestModel(InterestPreTrainedModel):
                 ):
                     raise ValueError(
                         f"time_gap_bucket_ids must have shape {shape} and values in [0, {self.config.num_time_buckets})."
+                    )
+            if relative_time_bucket_ids is not None:
+                shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape[:2])
+                shape = (*shape, shape[1])
+                if tuple(relative_time_bucket_ids.shape) != shape or not (
+                    int(relative_time_bucket_ids.min()) >= 0
+                    and int(relative_time_bucket_ids.max()) < self.config.num_time_buckets
+                ):
+                    raise ValueError(
+                        f"relative_time_bucket_ids must have shape {shape} and values in "
+                        f"[0, {self.config.num_time_buckets})."
                     )
         if inputs_embeds is None:
             inputs_embeds = self.item_representations(input_ids, item_id_keep)  # (B, T, H)
@@ -764,14 +852,26 @@ class InterestModel(InterestPreTrainedModel):
         if isinstance(states_to_keep, bool) or not isinstance(states_to_keep, int) or states_to_keep < 0:
             raise ValueError(f"states_to_keep must be a non-negative integer, got {states_to_keep!r}.")
         states_to_keep = states_to_keep if states_to_keep < seq_len else 0  # 0: every position
+        # The HSTU layers' relative biases read, for every pair of events, their distance in real events and the
+        # bucket of the time between them (0, "unknown", without timestamps).
+        relative = ()
+        if self.config.block_type == "hstu":
+            distance = (position_ids[:, :, None] - position_ids[:, None, :]).clamp(
+                0, self.config.max_position_embeddings - 1
+            )
+            if relative_time_bucket_ids is None and timestamps is not None:
+                relative_time_bucket_ids = relative_time_buckets(timestamps, self.config.num_time_buckets)
+            elif relative_time_bucket_ids is None:
+                relative_time_bucket_ids = torch.zeros_like(distance)
+            relative = ((distance, relative_time_bucket_ids),)
         for index, layer in enumerate(self.layers):
             keep = states_to_keep if index == len(self.layers) - 1 else 0
             if self.gradient_checkpointing and self.training:
                 hidden_states, probs = self._gradient_checkpointing_func(
-                    layer.__call__, hidden_states, attn_mask, output_attentions, keep
+                    layer.__call__, hidden_states, attn_mask, output_attentions, keep, *relative
                 )
             else:
-                hidden_states, probs = layer(hidden_states, attn_mask, output_attentions, keep)
+                hidden_states, probs = layer(hidden_states, attn_mask, output_attentions, keep, *relative)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if output_attentions:

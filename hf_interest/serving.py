@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .endpoint_handler import ONNX_CONFIG_FILE, ONNX_FILE, EndpointHandler, OnnxRecommender, RequestError
-from .modeling_interest import RecommendationOutput, time_gap_buckets
+from .modeling_interest import RecommendationOutput, relative_time_buckets, time_gap_buckets
 
 DEFAULT_MAX_TOP_K = 100
 
@@ -47,10 +47,15 @@ class RecommendationGraph(nn.Module):
         if config.use_time_gaps:
             buckets = time_gap_buckets(timestamps, attention_mask, config.num_time_buckets)
             buckets = buckets * has_timestamps[:, None].to(buckets.dtype)
+        relative = None
+        if config.block_type == "hstu":  # the time between every pair of events, "unknown" for rows without times
+            relative = relative_time_buckets(timestamps, config.num_time_buckets)
+            relative = relative * has_timestamps[:, None, None].to(relative.dtype)
         states = self.model.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             time_gap_bucket_ids=buckets,
+            relative_time_bucket_ids=relative,
             return_dict=True,
             states_to_keep=1,  # the last layer and the interest parts for the newest event only, as recommend does
         ).last_hidden_state[:, -1]

@@ -20,14 +20,17 @@ from hf_interest import (
     InterestModel,
     ItemTokenizer,
 )
-from hf_interest.modeling_interest import time_gap_buckets
+from hf_interest.modeling_interest import relative_time_buckets, time_gap_buckets
+from hf_interest.training.arguments import lora_targets
 
 
 class InterestModelTester:
     """Builds a tiny config and random inputs, in the manner of transformers' ModelTester classes."""
 
-    def __init__(self, batch_size=3, seq_len=7, num_items=50, hidden_size=16, num_hidden_layers=2, num_heads=2):
-        self.batch_size, self.seq_len = batch_size, seq_len
+    def __init__(
+        self, batch_size=3, seq_len=7, num_items=50, hidden_size=16, num_hidden_layers=2, num_heads=2, block_type=None
+    ):
+        self.batch_size, self.seq_len, self.block_type = batch_size, seq_len, block_type
         self.num_items, self.hidden_size, self.num_hidden_layers = num_items, hidden_size, num_hidden_layers
         self.num_heads = num_heads
 
@@ -40,6 +43,8 @@ class InterestModelTester:
             "max_position_embeddings": 20,
             "num_time_buckets": 16,
         }
+        if self.block_type is not None:
+            kwargs["block_type"] = self.block_type
         kwargs.update(overrides)
         return tiny_config(**kwargs)
 
@@ -55,9 +60,10 @@ class InterestModelTester:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "timestamps": timestamps}
 
 
-@pytest.fixture
-def tester():
-    return InterestModelTester()
+@pytest.fixture(params=[None, "hstu"], ids=["transformer", "hstu"])
+def tester(request):
+    """Every test that takes `tester` runs for both `block_type`s (None: the config's default)."""
+    return InterestModelTester(block_type=request.param)
 
 
 def _eval_model(cls, config, seed=0):
@@ -80,9 +86,12 @@ def test_backbone_output_shapes(tester):
     assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
     assert len(out.attentions) == config.num_hidden_layers
     assert all(a.shape == (B, config.num_attention_heads, T, T) for a in out.attentions)
-    # probabilities over real keys sum to one for every row
-    for probs in out.attentions:
-        torch.testing.assert_close(probs.sum(-1), torch.ones(B, config.num_attention_heads, T))
+    later_or_padding = ~torch.ones(T, T, dtype=torch.bool).tril() | (inputs["attention_mask"] == 0)[:, None, None, :]
+    later_or_padding &= ~torch.eye(T, dtype=torch.bool)  # every position may attend to itself
+    for weights in out.attentions:
+        assert (weights.masked_select(later_or_padding) == 0).all()
+        if config.block_type == "transformer":  # probabilities over real keys sum to one for every row
+            torch.testing.assert_close(weights.sum(-1), torch.ones(B, config.num_attention_heads, T))
     as_tuple = model(**inputs, return_dict=False)
     assert torch.equal(as_tuple[0], model(**inputs).last_hidden_state)
 
@@ -583,13 +592,14 @@ def test_lora_trains_only_adapters_and_merges_exactly(tester):
     config = tester.get_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     base = _eval_model(InterestForNextItemPrediction, config)
     before = {name: p.detach().clone() for name, p in base.named_parameters()}
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=DEFAULT_LORA_TARGET_MODULES, init_lora_weights=False)
+    targets = lora_targets(",".join(DEFAULT_LORA_TARGET_MODULES), config.block_type)  # train.py's default
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
     model = get_peft_model(base, lora)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
     # every default target exists in the model
     wrapped = {name.split(".")[-1] for name, _ in model.named_modules() if hasattr(_, "lora_A")}
-    assert wrapped == set(DEFAULT_LORA_TARGET_MODULES)
+    assert wrapped == set(targets)
 
     inputs = tester.prepare_inputs()
     labels = torch.randint(3, config.num_items, (tester.batch_size, tester.seq_len))
@@ -636,12 +646,12 @@ def test_transformers_trainer_runs_two_steps(tmp_path, tester):
         logging_steps=1,
         disable_tqdm=True,
     )
-    before = model.model.layers[0].ffn_in.weight.detach().clone()
+    before = [p.detach().clone() for p in model.model.layers[0].parameters()]
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     result = trainer.train()
     assert result.global_step == 2
     assert torch.isfinite(torch.tensor(result.training_loss))
-    assert not torch.equal(before, model.model.layers[0].ffn_in.weight)
+    assert not any(torch.equal(b, p) for b, p in zip(before, model.model.layers[0].parameters(), strict=True))
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tester):
@@ -657,8 +667,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(tester):
             enable()
             assert model.model.gradient_checkpointing
         model(**inputs, labels=labels).loss.backward()
-        grads.append(model.model.layers[0].attention.query.weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1])
+        grads.append([p.grad.clone() for p in model.model.layers[0].parameters()])
+    for plain, checkpointed in zip(*grads, strict=True):
+        torch.testing.assert_close(plain, checkpointed)
 
 
 def test_package_registers_auto_classes():
@@ -666,3 +677,89 @@ def test_package_registers_auto_classes():
     assert type(AutoModel.from_config(config)) is InterestModel
     assert type(AutoModelForCausalLM.from_config(config)) is InterestForNextItemPrediction
     assert hf_interest.__version__
+
+
+# --- the HSTU-style layer ---------------------------------------------------------------------------------------
+
+
+def test_hstu_layer_equals_its_formula_event_by_event():
+    """`block_type="hstu"`: each state is x_t + W_o(LN(sum_j silu(q_t.k_j/sqrt(d) + p[t-j] + tau[b(t,j)]) v_j / n_t)
+    * u_t) over the n_t real events j <= t, written out with loops over events and heads."""
+    from hf_interest.modeling_interest import InterestHSTULayer, log2_buckets
+
+    tester = InterestModelTester(block_type="hstu")
+    config = tester.get_config(hidden_dropout_prob=0.0)
+    torch.manual_seed(0)
+    layer = InterestHSTULayer(config).eval()
+    with torch.no_grad():  # biases large enough to matter
+        layer.position_bias.weight.normal_(0.0, 1.0)
+        layer.time_bias.weight.normal_(0.0, 1.0)
+    inputs = tester.prepare_inputs()
+    mask, timestamps = inputs["attention_mask"], inputs["timestamps"]
+    hidden = torch.randn(tester.batch_size, tester.seq_len, config.hidden_size)
+    model = InterestModel(config).eval()
+    position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+    distance = (position_ids[:, :, None] - position_ids[:, None, :]).clamp(0, config.max_position_embeddings - 1)
+    relative = (distance, relative_time_buckets(timestamps, config.num_time_buckets))
+    T = tester.seq_len
+    attn_mask = torch.ones(T, T, dtype=torch.bool).tril() & (mask.bool()[:, None, None, :] | torch.eye(T).bool())
+    with torch.no_grad():
+        out, weights = layer(hidden, attn_mask, True, 0, relative)
+        heads, d = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+        for b in range(tester.batch_size):
+            for t in range(T):
+                if not mask[b, t]:
+                    continue
+                u, v, q, k = torch.nn.functional.silu(layer.projection(layer.input_layer_norm(hidden[b]))).split(
+                    config.hidden_size, -1
+                )
+                keys = [j for j in range(t + 1) if mask[b, j]]
+                context = torch.zeros(config.hidden_size)
+                for h in range(heads):
+                    part = slice(h * d, (h + 1) * d)
+                    for j in keys:
+                        distance = int(position_ids[b, t] - position_ids[b, j])
+                        bucket = int(log2_buckets(timestamps[b, t] - timestamps[b, j], config.num_time_buckets))
+                        score = q[t, part] @ k[j, part] / d**0.5
+                        score = score + layer.position_bias.weight[distance, h] + layer.time_bias.weight[bucket, h]
+                        weight = torch.nn.functional.silu(score) / len(keys)
+                        torch.testing.assert_close(weights[b, h, t, j], weight)
+                        context[part] += weight * v[j, part]
+                expected = hidden[b, t] + layer.attention_output(layer.attention_layer_norm(context) * u[t])
+                torch.testing.assert_close(out[b, t], expected, rtol=1e-4, atol=1e-5)
+    assert model.layers[0].__class__ is InterestHSTULayer
+
+
+def test_hstu_relative_time_buckets_and_checkpoint_field(tmp_path):
+    timestamps = torch.tensor([[0, 100, 100, 164]])
+    buckets = relative_time_buckets(timestamps, num_buckets=32)
+    assert buckets[0, 3].tolist() == [2 + 7, 2 + 6, 2 + 6, 1]  # 164 s, 64 s, 64 s, 0 s
+    assert buckets[0, 0].tolist() == [1, 1, 1, 1]  # later events (masked by causality): as a negative gap
+    tester = InterestModelTester(block_type="hstu")
+    model = InterestModel(tester.get_config()).eval()
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.time_bias.weight.normal_(0.0, 1.0)
+    inputs = tester.prepare_inputs()
+    given = model(**inputs).last_hidden_state
+    buckets = relative_time_buckets(inputs["timestamps"], model.config.num_time_buckets)
+    no_times = {k: v for k, v in inputs.items() if k != "timestamps"}
+    gaps = time_gap_buckets(inputs["timestamps"], inputs["attention_mask"], model.config.num_time_buckets)
+    assert torch.equal(
+        model(**no_times, time_gap_bucket_ids=gaps, relative_time_bucket_ids=buckets).last_hidden_state, given
+    )
+    without = model(**no_times).last_hidden_state
+    assert not torch.allclose(without[0], given[0])
+    assert torch.equal(
+        model(**no_times, relative_time_bucket_ids=torch.zeros_like(buckets)).last_hidden_state, without
+    )
+    with pytest.raises(ValueError, match="relative_time_bucket_ids must have shape"):
+        model(**no_times, relative_time_bucket_ids=buckets[:, :2])
+    model = InterestForNextItemPrediction(InterestModelTester(block_type="hstu").get_config())
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "block_type": "transformer"}))
+    with pytest.raises(ValueError, match="block_type"):
+        InterestForNextItemPrediction.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="block_type must be one of"):
+        tiny_config(block_type="mamba")

@@ -23,6 +23,13 @@ MAX_LENGTH = 24  # tiny_config's max_position_embeddings
 def _model(kind: str):
     if kind == "id":
         return build(InterestForNextItemPrediction, num_hidden_layers=2)
+    if kind == "hstu":  # relative biases large enough that a graph ignoring time or position would rank otherwise
+        model = build(InterestForNextItemPrediction, num_hidden_layers=2, block_type="hstu")
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.time_bias.weight.normal_(0.0, 1.0)
+                layer.position_bias.weight.normal_(0.0, 1.0)
+        return model
     model = build(InterestForNextItemPrediction, item_representation="id+text", text_embedding_size=8)
     generator = torch.Generator().manual_seed(5)
     texts = torch.randn(NUM_ITEMS, 8, generator=generator)
@@ -31,7 +38,7 @@ def _model(kind: str):
     return model.eval()
 
 
-@pytest.fixture(scope="module", params=["id", "id+text"])
+@pytest.fixture(scope="module", params=["id", "id+text", "hstu"])
 def exported(request, tmp_path_factory):
     model, tokenizer = _model(request.param), ItemTokenizer.from_items(ITEMS)
     folder = tmp_path_factory.mktemp(f"onnx_{request.param.replace('+', '_')}")

@@ -12,7 +12,7 @@ import torch
 from ..modeling_interest import InterestForNextItemPrediction
 from ..text_tower import TEXT_ENCODER_ADAPTER_FOLDER
 from ..tokenization_interest import ItemTokenizer
-from .arguments import TrainArguments, module_names
+from .arguments import TrainArguments, lora_targets, module_names
 
 
 def load_init_model(folder: str, max_length: int) -> tuple[InterestForNextItemPrediction, ItemTokenizer]:
@@ -57,7 +57,7 @@ def add_lora(model: InterestForNextItemPrediction, train_args: TrainArguments):
     """
     from peft import LoraConfig, get_peft_model
 
-    targets = module_names(train_args.lora_target_modules)
+    targets = lora_targets(train_args.lora_target_modules, model.config.block_type)
     to_save = module_names(train_args.lora_modules_to_save)
     adaptable = sorted(
         {

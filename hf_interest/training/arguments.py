@@ -19,7 +19,7 @@ from ..data.registry import check_dataset
 from ..data.sequence_shards import is_sequence_shards
 from ..data.splits import to_seconds
 from ..metrics import DEFAULT_KS
-from ..modeling_interest import DEFAULT_LORA_TARGET_MODULES
+from ..modeling_interest import DEFAULT_LORA_TARGET_MODULES, HSTU_LORA_TARGET_MODULES
 
 TASKS = ("next-item", "click", "forecast")
 
@@ -170,7 +170,8 @@ class DataArguments:
 # others come from the data and the vocabulary (num_items, max_position_embeddings, the special tokens, categories,
 # text_embedding_size), or mean something else on the command line (loss_type, text_encoder: `RUN_MODEL_FIELDS`).
 CONFIG_FIELDS = (
-    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act", "hidden_dropout_prob",
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act", "block_type",
+    "hidden_dropout_prob",
     "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range", "use_time_gaps", "num_time_buckets",
     "tie_word_embeddings", "item_output_residual", "num_negative_samples", "loss_exclude_seen", "item_representation",
     "item_id_dropout", "long_term_interest", "short_term_interest", "short_term_window", "forecast_horizon",
@@ -215,6 +216,13 @@ def _config_fields() -> list[tuple]:
         metadata = {"help": helps[name] + " (an InterestConfig field)" + (f" {note}" if note else "")}
         fields.append((name, kind, field(default=default, metadata=metadata)))
     return fields
+
+
+def lora_targets(lora_target_modules: str, block_type: str) -> list[str]:
+    """`--lora_target_modules` as names; its default means every projection of the model's layers, which for
+    `block_type="hstu"` are `HSTU_LORA_TARGET_MODULES`."""
+    targets = module_names(lora_target_modules)
+    return HSTU_LORA_TARGET_MODULES if targets == DEFAULT_LORA_TARGET_MODULES and block_type == "hstu" else targets
 
 
 def resolve_item_output_residual(model_args, loss_type: str) -> tuple[bool, str | None]:

@@ -26,7 +26,7 @@ from torch.distributed.algorithms.join import Join
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .adapters import add_lora, add_text_encoder_lora_training, save_text_encoder_adapter
-from .arguments import DEFAULT_EMA_DECAY, TrainArguments
+from .arguments import DEFAULT_EMA_DECAY, TrainArguments, lora_targets
 from .checkpointing import fault_point, sharding
 from .private import PrivateTraining
 from .sparse_rows import (
@@ -48,6 +48,7 @@ class Adapters:
 
     def __init__(self, model, data, tokenizer, train_args: TrainArguments):
         self.args, self.lora = train_args, train_args.lora_r > 0
+        self.lora_targets = lora_targets(train_args.lora_target_modules, model.config.block_type)
         self.model = add_lora(model, train_args) if self.lora else model
         self.joint = (
             add_text_encoder_lora_training(self.model, data, tokenizer, train_args)
@@ -61,7 +62,7 @@ class Adapters:
         total = sum(p.numel() for p in self.model.parameters())
         log(
             f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"
-            + (f", LoRA r={self.args.lora_r} on {self.args.lora_target_modules}" if self.lora else "")
+            + (f", LoRA r={self.args.lora_r} on {','.join(self.lora_targets)}" if self.lora else "")
         )
         return trainable, total
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..model_card import head_model_card, lora_card_section, render_model_card
 from ..text_tower import TEXT_ENCODER_ADAPTER_FOLDER
-from .arguments import module_names
+from .arguments import lora_targets, module_names
 from .checkpointing import save_model, write_text_atomic
 
 
@@ -124,7 +124,9 @@ def write_run_folder(accelerator, eval_results: dict, *, best, task, data, train
             "r": train_args.lora_r,
             "alpha": train_args.lora_alpha,
             "dropout": train_args.lora_dropout,
-            "target_modules": module_names(train_args.lora_target_modules),
+            "target_modules": lora_targets(
+                train_args.lora_target_modules, accelerator.unwrap_model(best).config.block_type
+            ),
             "modules_to_save": module_names(train_args.lora_modules_to_save),
             "base_model": train_args.init_from,
             "trainable_parameters": num_trainable,
