@@ -225,3 +225,20 @@ def test_lazy_item_table_updates_resume_to_the_same_result(tmp_path, tied):
     assert full["training"]["item_table_updates"] == "lazy"
     assert history_without_measurements(resumed) == history_without_measurements(full)
     assert resumed["test"] == full["test"]
+
+
+@pytest.mark.parametrize("successors", ["0.6", "0"])
+def test_the_full_softmax_turns_the_output_residual_on_where_transitions_are_strong(tmp_path, successors):
+    """With the full softmax and `--item_output_residual` left out, the run measures the transition baseline against
+    popularity on validation before training and turns the residual on at `RESIDUAL_TRANSITION_LIFT` or more: a world
+    whose next item is often a successor of the previous one, not one without successors."""
+    from hf_interest.training.arguments import RESIDUAL_TRANSITION_LIFT
+
+    world = ["--synthetic_num_users", "200", "--synthetic_num_items", "100"]
+    run = _run("train.py", *TINY, *world, "--synthetic_successor_probability", successors, "--max_steps", "1",
+               "--output_dir", str(tmp_path))  # fmt: skip
+    line = next(line for line in run.stdout.splitlines() if line.startswith("item output residual"))
+    lift = float(line.split("scores ")[1].split("x popularity")[0])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["item_output_residual"] == (lift >= RESIDUAL_TRANSITION_LIFT) == (successors != "0")
+    assert config["loss_type"] == "full_softmax"

@@ -33,7 +33,7 @@ from ..heads import (
     tune_forecast_baselines,
     whole_sequences,
 )
-from ..metrics import PopularityClickBaseline, format_results_table
+from ..metrics import PopularityClickBaseline, RankingAccumulator, TransitionRecommender, format_results_table
 from ..modeling_interest import (
     InterestForClickPrediction,
     InterestForInterestForecasting,
@@ -108,7 +108,10 @@ class NextItemTask:
             model_args = replace(model_args, loss_type="full_softmax")
             log("loss: full softmax (DP-SGD: the sampled softmax would share its negatives across users)")
         if not train_args.init_from:
-            self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log, self.has_time)
+            lift = None
+            if _residual_reads_transition_lift(model_args, len(self.tokenizer), train_args.private):
+                lift = transition_lift(data, self.tokenizer, self.eval_loaders["validation"], self.popularity)
+            self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log, self.has_time, lift)
             if train_args.item_bias_init == "popularity":
                 start_item_bias_at_popularity(self.model, self.popularity.item_counts)
                 log("item bias: starts at log(1 + training count), centred (--item_bias_init popularity)")
@@ -356,15 +359,46 @@ def start_item_bias_at_popularity(model, item_counts) -> None:
     bias.copy_((prior - prior.mean()).to(bias))
 
 
-def _new_next_item_model(data, tokenizer, data_args: DataArguments, model_args: ModelArguments, log, has_time=True):
-    """A next-item model from the model arguments; with a text tower, the item texts are embedded once here."""
+def _residual_reads_transition_lift(model_args: ModelArguments, num_items: int, private: bool) -> bool:
+    """Whether `--item_output_residual`'s default needs `transition_lift`: left out, a tied id table, the full
+    softmax, no DP-SGD (which refuses the residual)."""
+    tied_ids = model_args.tie_word_embeddings and model_args.item_representation != "text"
+    full = resolve_loss_type(model_args.loss_type, num_items)[0] == "full_softmax"
+    return model_args.item_output_residual is None and tied_ids and full and not private
+
+
+def transition_lift(data, tokenizer, validation_loader, popularity) -> float:
+    """
+    The first-order transition baseline's validation NDCG@10 (full ranking, seen items excluded) over popularity's,
+    both by the evaluation's code, before any training: how much of a log's next item follows from its previous item
+    alone (`TransitionRecommender`: counts of consecutive training pairs).
+    """
+    encoded, _ = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
+    transition = TransitionRecommender.from_sequences(
+        encoded["train"]["input_ids"], len(tokenizer), popularity, tokenizer.num_special_tokens
+    )
+    special = range(tokenizer.num_special_tokens)
+    scored = {name: RankingAccumulator((10,), exclude_seen=True, ignore_index=special) for name in ("t", "p")}
+    for batch in validation_loader:
+        scored["t"].update(transition(batch["input_ids"], batch["attention_mask"]), batch["labels"], batch["seen"])
+        scored["p"].update(popularity.full_sort_scores(len(batch["labels"])), batch["labels"], batch["seen"])
+    return scored["t"].compute()["ndcg@10"] / max(scored["p"].compute()["ndcg@10"], 1e-12)
+
+
+def _new_next_item_model(
+    data, tokenizer, data_args: DataArguments, model_args: ModelArguments, log, has_time=True, lift=None
+):
+    """A next-item model from the model arguments; with a text tower, the item texts are embedded once here.
+    `lift`: `transition_lift`, which `--item_output_residual`'s default reads with the full softmax."""
     model_fields, text_embeddings = asdict(model_args), None
     if model_args.use_time_gaps and not has_time:
         model_fields["use_time_gaps"] = False
         log("time gaps: off (the log has no timestamps, so every gap would read as unknown)")
     model_fields["loss_type"], why = resolve_loss_type(model_args.loss_type, len(tokenizer))
     log(why + (f", {model_args.num_negative_samples:,} negatives per batch" if "sampled" in why else ""))
-    model_fields["item_output_residual"], why = resolve_item_output_residual(model_args, model_fields["loss_type"])
+    model_fields["item_output_residual"], why = resolve_item_output_residual(
+        model_args, model_fields["loss_type"], lift
+    )
     if why:
         log(why)
     if model_args.item_representation in ("text", "id+text"):  # embed the item texts once; saved with the model
