@@ -379,9 +379,10 @@ def transition_lift(data, tokenizer, validation_loader, popularity) -> float:
     )
     special = range(tokenizer.num_special_tokens)
     scored = {name: RankingAccumulator((10,), exclude_seen=True, ignore_index=special) for name in ("t", "p")}
-    for batch in validation_loader:
-        scored["t"].update(transition(batch["input_ids"], batch["attention_mask"]), batch["labels"], batch["seen"])
-        scored["p"].update(popularity.full_sort_scores(len(batch["labels"])), batch["labels"], batch["seen"])
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed as it starts: keep the run's random stream
+        for batch in validation_loader:
+            scored["t"].update(transition(batch["input_ids"], batch["attention_mask"]), batch["labels"], batch["seen"])
+            scored["p"].update(popularity.full_sort_scores(len(batch["labels"])), batch["labels"], batch["seen"])
     return scored["t"].compute()["ndcg@10"] / max(scored["p"].compute()["ndcg@10"], 1e-12)
 
 
