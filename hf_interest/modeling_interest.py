@@ -289,7 +289,8 @@ class InterestHSTULayer(nn.Module):
         states_to_keep: int = 0,
         relative: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`relative`: `relative_buckets`' (distance, time bucket); `states_to_keep` as `InterestLayer`'s. Returns
+        """`relative`: (distance in real events, `relative_time_buckets`), each `(batch, seq, seq)`, as `InterestModel`
+        computes them; `states_to_keep` as `InterestLayer`'s. Returns
         the new states and, with `output_attentions`, the weights A of shape (batch, heads, queries, keys)."""
         batch_size, seq_len, hidden_size = hidden_states.shape
         u, value, query, key = F.silu(self.projection(self.input_layer_norm(hidden_states))).split(hidden_size, -1)
