@@ -131,6 +131,10 @@ def fields_from_weights(shapes: dict) -> dict:
     if "item_head.bias" in shapes and has_ids:
         fields["tie_word_embeddings"] = "item_head.weight" not in shapes
         fields["item_output_residual"] = "item_output_residual.weight" in shapes
+    if "item_head.bias" in shapes:
+        fields["item_transition_prior"] = "transition_prior.weight" in shapes
+        if fields["item_transition_prior"] and "transition_prior.next_items" in shapes:
+            fields["transition_prior_pairs"] = shapes["transition_prior.next_items"][0]
     if "click_mlp_in.weight" in shapes:
         fields["click_hidden_size"] = shapes["click_mlp_in.weight"][0]
     if "forecast_head.weight" in shapes:

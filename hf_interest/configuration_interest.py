@@ -84,6 +84,18 @@ class InterestConfig(PretrainedConfig):
             successors (sequels, series, accessories: "what comes after i" is not "what i is like"). A separate
             output table (`tie_word_embeddings=False`) has that freedom too, but learns each output row from the
             output side alone, which costs quality where items have few events (docs/scale.md measures both).
+        item_transition_prior (`bool`, defaults to `False`):
+            Mix the next-item scores with the first-order transition law of the training sequences, as a copy
+            mechanism does: after item a, each successor i of a scores `log(exp(s_i) + exp(g(u) + w * log(c(a, i) /
+            c(a))))`, with `c` counts of consecutive training pairs (set with
+            `InterestForNextItemPrediction.set_transition_counts`, saved with the weights), `g` a learned gate on the
+            interest state and `w` a learned weight. It holds item-to-item structure where items have too few events
+            for their vectors to (docs/model.md, docs/scale.md).
+        transition_prior_successors (`int`, defaults to 32):
+            With `item_transition_prior`: how many successors each item keeps, its most frequent.
+        transition_prior_pairs (`int`, defaults to 0):
+            With `item_transition_prior`: how many (item, successor) counts the prior holds; written by
+            `set_transition_counts`, read when the weights are loaded.
         loss_type (`str`, defaults to `"full_softmax"`):
             `"full_softmax"`: cross-entropy over the whole catalogue. `"sampled_softmax"`: cross-entropy over the
             positive and `num_negative_samples` items sampled per batch, with the log-Q correction (Bengio &
@@ -169,6 +181,9 @@ class InterestConfig(PretrainedConfig):
         "num_time_buckets",
         "tie_word_embeddings",
         "item_output_residual",
+        "item_transition_prior",
+        "transition_prior_successors",
+        "transition_prior_pairs",
         "item_representation",
         "text_embedding_size",
         "long_term_interest",
@@ -200,6 +215,9 @@ class InterestConfig(PretrainedConfig):
         num_time_buckets: int = 32,
         tie_word_embeddings: bool = True,
         item_output_residual: bool = False,
+        item_transition_prior: bool = False,
+        transition_prior_successors: int = 32,
+        transition_prior_pairs: int = 0,
         loss_type: str = "full_softmax",
         num_negative_samples: int = 1024,
         loss_exclude_seen: bool = True,
@@ -240,6 +258,9 @@ class InterestConfig(PretrainedConfig):
         self.item_representation = item_representation
         self.item_id_dropout = item_id_dropout
         self.item_output_residual = item_output_residual
+        self.item_transition_prior = item_transition_prior
+        self.transition_prior_successors = transition_prior_successors
+        self.transition_prior_pairs = transition_prior_pairs
         self.text_embedding_size = text_embedding_size
         self.text_encoder = text_encoder
         self.long_term_interest = long_term_interest
@@ -296,9 +317,13 @@ class InterestConfig(PretrainedConfig):
             "short_term_window",
             "forecast_horizon",
             "click_hidden_size",
+            "transition_prior_successors",
         ):
             positive_int(name)
-        for name in ("long_term_interest", "short_term_interest", "item_output_residual"):
+        pairs = self.transition_prior_pairs
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 0:
+            raise ValueError(f"InterestConfig.transition_prior_pairs must be a non-negative integer, got {pairs!r}.")
+        for name in ("long_term_interest", "short_term_interest", "item_output_residual", "item_transition_prior"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"InterestConfig.{name} must be True or False, got {getattr(self, name)!r}.")
         if self.num_categories is not None:

@@ -153,7 +153,8 @@ class _NextItemScorer(_Scorer):
 
     def full(self, vectors, input_ids, attention_mask, timestamps, targets=None) -> torch.Tensor:
         states = self.backbone(vectors, attention_mask, timestamps, states_to_keep=1).last_hidden_state[:, -1]
-        logits = self.model.item_logits(states).float()
+        # left padded: the last column is the newest event kept (the transition prior's row, if the model has one)
+        logits = self.model.item_logits(states, previous_items=input_ids[:, -1]).float()
         logits[:, : self.config.num_special_tokens] = float("-inf")
         return logits
 

@@ -481,6 +481,105 @@ class InterestOutputResidual(nn.Embedding):
     """
 
 
+class InterestTransitionPrior(nn.Module):
+    """
+    `config.item_transition_prior`: the model's scores mixed with the first-order transition law of the training
+    sequences, as a pointer (copy) mechanism mixes a model's distribution with a copy distribution. After an event of
+    item a, a successor i of a, seen `c(a, i)` times after a among a's `c(a)` counted successor events, scores
+
+        log(exp(s_i) + exp(g(u) + w * log(c(a, i) / c(a))))
+
+    with s_i the model's own score, g(u) = `gate(u)` a learned function of the interest state (how much to trust the
+    counts for this user now) and w one learned weight (1 at the start: with w = 1 the softmax of these scores is
+    exactly a mixture of the model's softmax and the transition law c(a, i) / c(a)); every other item keeps s_i.
+    It carries item-to-item structure (sequels, series, accessories, next episodes) that an item vector learned from a
+    few events per item cannot hold yet: a count uses each pair at once.
+
+    The counts are buffers saved with the weights, in compressed rows: item a's successors are
+    `next_items[row_starts[a]:row_starts[a + 1]]` with their `counts`, at most `transition_prior_successors` per item
+    (the most frequent; c(a) counts those kept). Filled by `InterestForNextItemPrediction.set_transition_counts`;
+    empty (no prior) until then.
+    """
+
+    def __init__(self, config: InterestConfig):
+        super().__init__()
+        self.max_successors = config.transition_prior_successors
+        self.weight = nn.Parameter(torch.ones(1))
+        self.gate = nn.Linear(config.hidden_size, 1)
+        self.register_buffer("row_starts", torch.zeros(config.num_items + 1, dtype=torch.long))
+        self.register_buffer("next_items", torch.zeros(config.transition_prior_pairs, dtype=torch.long))
+        self.register_buffer("counts", torch.zeros(config.transition_prior_pairs))
+
+    def successors(self, previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(..., K)` successor items of each `previous` item and their counts (item 0 and count 0 past a row's end;
+        `K = transition_prior_successors`)."""
+        start = self.row_starts[previous]
+        length = self.row_starts[previous + 1] - start
+        offsets = torch.arange(self.max_successors, device=previous.device)
+        real = offsets < length[..., None]
+        if self.next_items.numel() == 0:
+            return torch.zeros_like(real, dtype=torch.long), torch.zeros_like(real, dtype=self.counts.dtype)
+        index = (start[..., None] + offsets).clamp(max=self.next_items.numel() - 1)
+        items = self.next_items[index].masked_fill(~real, 0)
+        return items, self.counts[index].masked_fill(~real, 0.0)
+
+    def successor_shares(
+        self, previous: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        `(items, log_shares, counted)`, each `(..., K)`: each previous item's successors, `log(c(a, i) / c(a))`
+        (0 where not counted) and whether `c(a, i) > 0`. With `targets` (training), each target's own pair is left
+        out of the counts: they hold every training pair once, and the pair being predicted has not happened yet
+        when a model is served.
+        """
+        items, counts = self.successors(previous)
+        if targets is not None:
+            counts = counts - (items == targets[..., None]).to(counts.dtype)
+        totals = counts.sum(-1, keepdim=True)
+        counted = counts > 0
+        log_shares = torch.where(counted, counts.clamp(min=1.0).log() - totals.clamp(min=1.0).log(), 0.0)
+        return items, log_shares, counted
+
+    def evidence(
+        self, previous: torch.Tensor, states: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(items, evidence)`, each `(..., K)`: `g(u) + w * log(c(a, i) / c(a))` of each successor, -inf where not
+        counted (states `(..., H)`, one per previous item)."""
+        items, log_shares, counted = self.successor_shares(previous, targets)
+        gate = self.gate(states.to(self.gate.weight.dtype))  # (..., 1)
+        evidence = torch.where(counted, gate + self.weight * log_shares, float("-inf"))
+        return items, evidence
+
+    @staticmethod
+    def mixed(scores: torch.Tensor, evidence: torch.Tensor) -> torch.Tensor:
+        """`log(exp(scores) + exp(evidence))`, written as `scores + softplus(evidence - scores)` (unchanged where the
+        evidence is -inf, with a zero gradient to it)."""
+        return scores + F.softplus(evidence - scores)
+
+    def forward(
+        self, scores: torch.Tensor, previous: torch.Tensor, states: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The scores of every item `(..., N)` with the successors of each `previous` item mixed in."""
+        items, evidence = self.evidence(previous, states, targets)
+        own = scores.gather(-1, items)
+        # added rather than written: the padding entries (item 0, no evidence) add exactly 0, however many
+        return scores.scatter_add(-1, items, self.mixed(own, evidence.to(own.dtype)) - own)
+
+    def candidate_evidence(
+        self, items: torch.Tensor, evidence: torch.Tensor, candidates: torch.Tensor
+    ) -> torch.Tensor:
+        """`(M, C)`: from `evidence`'s `(items, evidence)` of M rows, the evidence of candidates `(C,)` (the sampled
+        negatives, repeats allowed), -inf where not counted, without a `(M, num_items)` table."""
+        # one column per distinct candidate: every copy of an item reads the column its last copy wrote
+        column = torch.full((len(self.row_starts) - 1,), len(candidates), device=items.device)
+        column[candidates] = torch.arange(len(candidates), device=items.device)
+        by_column = evidence.new_full((items.shape[0], len(candidates) + 1), float("-inf"))
+        # successors not sampled (and padding) go to the extra column, never read; a row's successors are distinct
+        target_columns = torch.where(evidence > float("-inf"), column[items], len(candidates))
+        by_column = by_column.scatter(1, target_columns, evidence)
+        return by_column[:, column[candidates]]
+
+
 def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
     """
     Per-row cross-entropy of `logits` `(M, N)` against `targets` `(M,)`, the entries where `excluded` (bool,
@@ -580,6 +679,12 @@ class InterestPreTrainedModel(InterestCheckpointMixin, PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, InterestItemBias):
             init.zeros_(module.bias)
+        elif isinstance(module, InterestTransitionPrior):
+            init.ones_(module.weight)  # w = 1: an exact mixture with the transition law; a loaded weight is kept
+            init.zeros_(module.gate.weight)  # one mixing weight for every state at the start (train.py fits its bias)
+            init.zeros_(module.gate.bias)
+            for buffer in (module.row_starts, module.next_items, module.counts):
+                init.zeros_(buffer)  # filled by set_transition_counts (no prior until then); a loaded one is kept
         elif isinstance(module, LongShortTermInterest) and hasattr(module, "long_term_query"):
             init.zeros_(module.long_term_query)  # uniform attention (the mean of the history) at the start
         if isinstance(module, InterestForInterestForecasting):
@@ -936,6 +1041,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         self.item_output_residual = (
             InterestOutputResidual(config.num_items, config.hidden_size) if config.item_output_residual else None
         )
+        # `item_transition_prior`: the scores mixed with the transition law of the training pairs (a copy mechanism).
+        self.transition_prior = InterestTransitionPrior(config) if config.item_transition_prior else None
         # Log-probabilities of drawing each item as a negative for the sampled softmax; uniform over real items when
         # unset. Not saved: it is a training setting (see `set_negative_sampling_distribution`).
         self.register_buffer("negative_sampling_log_q", None, persistent=False)
@@ -962,10 +1069,18 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         """[`InterestModel.set_item_text_embeddings`]: fills the item text embeddings (saved with the weights)."""
         self.model.set_item_text_embeddings(embeddings)
 
-    def item_logits(self, hidden_states: torch.Tensor, item_id_keep: torch.Tensor | None = None) -> torch.Tensor:
+    def item_logits(
+        self,
+        hidden_states: torch.Tensor,
+        item_id_keep: torch.Tensor | None = None,
+        previous_items: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """
         Scores of every item from interest states `(..., H)`: `(..., num_items)`, the output layer `recommend`,
         evaluation and serving share (`item_id_keep`: the items that keep their id part, in training only).
+        With `item_transition_prior`, `previous_items` `(...)` are the items of the events the states have just read
+        (their successors are mixed in), and `targets` (the loss, in training) leave each target's own pair out.
         """
         residual = self.item_output_residual
         if residual is not None and hidden_states.numel() > 16 * hidden_states.shape[-1]:
@@ -981,6 +1096,13 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             logits = bias + (logits - bias) * item_id_keep.to(logits.dtype)
         if self.model.text_projection is not None:
             logits = logits + hidden_states @ self.model.text_representations().T  # (..., H) @ (H, N)
+        if self.transition_prior is not None:
+            if previous_items is None:
+                raise ValueError(
+                    "This model has a transition prior (config.item_transition_prior): its scores need the item of "
+                    "the newest event each state has read; pass previous_items (or score through forward/recommend)."
+                )
+            logits = self.transition_prior(logits, previous_items, hidden_states, targets)
         return logits
 
     @torch.no_grad()
@@ -1091,6 +1213,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             residual = self.item_output_residual
             residual.weight = grown(residual.weight, residual.weight.new_zeros(num_new, residual.embedding_dim))
             residual.num_embeddings = num_old + num_new
+        if self.transition_prior is not None:  # new items have no successors counted: empty rows
+            starts = self.transition_prior.row_starts
+            self.transition_prior.row_starts = torch.cat([starts, starts[-1:].expand(num_new)])
         if self.negative_sampling_log_q is not None:
             logger.warning("add_items cleared the sampled-softmax distribution; set it again for the new vocabulary.")
             self.negative_sampling_log_q = None
@@ -1127,6 +1252,60 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             text = self.model.text_representations(item_ids)
             vectors = text if vectors is None else vectors + text
         return vectors
+
+    @torch.no_grad()
+    def set_transition_counts(self, previous_items, next_items, counts=None) -> int:
+        """
+        Fills the transition prior (`config.item_transition_prior`) with counts of consecutive pairs: item
+        `next_items[j]` followed `previous_items[j]` `counts[j]` times (default 1 per pair; repeated pairs are
+        summed) in the training sequences. Each item keeps its `config.transition_prior_successors` most frequent
+        successors (ties: the lower index). Count pairs of the training split only: a pair from the evaluated events
+        would leak its answer. Pairs with a special token are skipped.
+
+        Returns:
+            `int`: the number of (item, successor) counts kept (`config.transition_prior_pairs`).
+        """
+        if self.transition_prior is None:
+            raise ValueError(
+                "set_transition_counts needs a model built with InterestConfig(item_transition_prior=True)."
+            )
+        device = self.transition_prior.row_starts.device
+        previous = torch.as_tensor(previous_items, dtype=torch.long).reshape(-1).cpu()
+        following = torch.as_tensor(next_items, dtype=torch.long).reshape(-1).cpu()
+        weights = torch.ones(len(previous), dtype=torch.float64) if counts is None else torch.as_tensor(counts)
+        weights = weights.reshape(-1).double().cpu()
+        num_items, num_special = self.config.num_items, self.config.num_special_tokens
+        if not len(previous) == len(following) == len(weights):
+            raise ValueError(
+                f"set_transition_counts: previous_items, next_items and counts must have one entry per pair, got "
+                f"{len(previous)}, {len(following)} and {len(weights)}."
+            )
+        for name, items in (("previous_items", previous), ("next_items", following)):
+            if len(items) and (items.min() < 0 or items.max() >= num_items):
+                raise ValueError(f"set_transition_counts: {name} must be vocabulary indices in [0, {num_items}).")
+        if not torch.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError("set_transition_counts: counts must be finite and non-negative.")
+        real = (previous >= num_special) & (following >= num_special) & (weights > 0)
+        keys, inverse = torch.unique(previous[real] * num_items + following[real], return_inverse=True)
+        summed = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inverse, weights[real])
+        rows, items = keys // num_items, keys % num_items
+        # each row's most frequent successors first (ties: lower index), then the first max_successors of each row
+        # (`keys` are sorted by row, then item: two stable sorts make it row, then count descending, then item)
+        order = torch.sort(-summed, stable=True).indices
+        order = order[torch.sort(rows[order], stable=True).indices]
+        rows, items, summed = rows[order], items[order], summed[order]
+        row_sizes = torch.bincount(rows, minlength=num_items)
+        row_firsts = torch.cumsum(row_sizes, 0) - row_sizes
+        rank = torch.arange(len(rows)) - row_firsts[rows]
+        keep = rank < self.config.transition_prior_successors
+        rows, items, summed = rows[keep], items[keep], summed[keep]
+        prior = self.transition_prior
+        ends = torch.cumsum(torch.bincount(rows, minlength=num_items), 0)
+        prior.row_starts = torch.cat([ends.new_zeros(1), ends]).to(device)
+        prior.next_items = items.to(device)
+        prior.counts = summed.to(device=device, dtype=prior.weight.dtype)
+        self.config.transition_prior_pairs = len(items)
+        return len(items)
 
     def set_negative_sampling_distribution(self, item_counts: torch.Tensor, power: float = 0.75) -> None:
         """
@@ -1172,8 +1351,12 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         if self.config.loss_exclude_seen and input_ids is not None and input_ids.shape == labels.shape:
             batch_index, position = labelled.nonzero(as_tuple=True)
             seen_from = (input_ids, batch_index, position)
+        # the item each state has just read (the transition prior's row); in training, each target's own pair is left
+        # out of the prior's counts
+        previous = input_ids[labelled] if input_ids is not None and input_ids.shape == labels.shape else None
+        prior_targets = targets if self.training else None
         if self.config.loss_type == "full_softmax":
-            logits = self.item_logits(hidden, item_id_keep).float()  # (M, N)
+            logits = self.item_logits(hidden, item_id_keep, previous, prior_targets).float()  # (M, N)
             # Special tokens are never candidates; one masked copy of the logits (slicing them off would copy too).
             excluded = torch.arange(self.config.num_items, device=logits.device) < num_special  # (N,)
             if seen_from is not None:
@@ -1181,7 +1364,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 excluded[torch.arange(targets.numel(), device=logits.device), targets] = False
             losses = self.masked_cross_entropy(logits, targets, excluded)  # (M,)
         else:
-            losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep)
+            losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep, previous, prior_targets)
         if num_items_in_batch is not None:
             return losses.sum() / num_items_in_batch
         return losses.mean()
@@ -1218,6 +1401,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         targets: torch.Tensor,
         seen_from: tuple | None = None,
         item_id_keep: torch.Tensor | None = None,
+        previous: torch.Tensor | None = None,
+        prior_targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         num_special, num_samples = self.config.num_special_tokens, self.config.num_negative_samples
         bias = self.item_head.bias
@@ -1229,6 +1414,15 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             log_q_pos, log_q_neg = self.negative_sampling_log_q[targets], self.negative_sampling_log_q[negatives]
         positive_logits = (hidden * self.output_item_vectors(targets, item_id_keep)).sum(-1) + bias[targets]  # (M,)
         negative_logits = hidden @ self.output_item_vectors(negatives, item_id_keep).T + bias[negatives]  # (M, S)
+        prior = self.transition_prior
+        if prior is not None:  # the mixture item_logits makes, read for these candidates only
+            if previous is None:
+                raise ValueError("The transition prior (config.item_transition_prior) needs input_ids in the loss.")
+            successors, evidence = prior.evidence(previous, hidden, prior_targets)
+            own = torch.where(successors == targets[:, None], evidence, float("-inf")).amax(dim=1)
+            positive_logits = prior.mixed(positive_logits, own.to(positive_logits.dtype))
+            negative_evidence = prior.candidate_evidence(successors, evidence, negatives)
+            negative_logits = prior.mixed(negative_logits, negative_evidence.to(negative_logits.dtype))
         if log_q_pos is not None:
             positive_logits = positive_logits - log_q_pos
             negative_logits = negative_logits - log_q_neg
@@ -1311,14 +1505,19 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 item_id_keep,
             )
 
+        previous = None  # the item each kept state has just read, for the transition prior
         if isinstance(logits_to_keep, torch.Tensor):  # the positions listed (none: no (B, T, N) product at all)
             kept = hidden_states[:, logits_to_keep.to(hidden_states.device), :]
+            if input_ids is not None:
+                previous = input_ids[:, logits_to_keep.to(input_ids.device)]
         else:
             kept = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
+            if input_ids is not None:
+                previous = input_ids[:, -kept.shape[1] :] if kept.shape[1] else input_ids[:, :0]
         if kept.shape[1] == 0:  # nothing to score (not even the text tower's item vectors)
             logits = kept.new_zeros(kept.shape[0], 0, self.config.num_items)
         else:
-            logits = self.item_logits(kept, item_id_keep)  # (B, T or the positions kept, N)
+            logits = self.item_logits(kept, item_id_keep, previous)  # (B, T or the positions kept, N)
 
         if not return_dict:
             extra = tuple(v for v in outputs.to_tuple()[1:] if v is not None)
@@ -1388,7 +1587,7 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         top_k = min(top_k, self.config.num_items - num_special)
 
         states = self.last_states(input_ids, attention_mask, timestamps)
-        scores = self.item_logits(states).float()  # (B, N)
+        scores = self.item_logits(states, previous_items=input_ids[:, -1]).float()  # (B, N); left aligned: newest last
         scores[:, :num_special] = float("-inf")
         if exclude_seen:
             scores.scatter_(1, seen, float("-inf"))  # every event given, not only the ones read

@@ -59,7 +59,7 @@ class RecommendationGraph(nn.Module):
             return_dict=True,
             states_to_keep=1,  # the last layer and the interest parts for the newest event only, as recommend does
         ).last_hidden_state[:, -1]
-        scores = self.model.item_logits(states).float()
+        scores = self.model.item_logits(states, previous_items=input_ids[:, -1]).float()  # left padded: newest last
         special = torch.arange(scores.shape[1], device=scores.device) < config.num_special_tokens
         scores = scores.masked_fill(special[None, :], float("-inf"))
         scores = scores.scatter(1, excluded_ids, float("-inf"))
@@ -271,7 +271,8 @@ def recommend_chunked(
     items for that user).
 
     The item vectors are read from the weights (`output_item_vectors`), as the sampled softmax reads them: a LoRA on
-    `item_head` is not applied here (merge it first, `merge_and_unload`).
+    `item_head` is not applied here (merge it first, `merge_and_unload`). With a transition prior
+    (`item_transition_prior`), the newest item's successors are scored apart, mixed with their counts, then merged.
 
     Returns:
         `RecommendationOutput` (`item_ids`, `scores` `(batch_size, top_k)`; -1 / -inf in empty slots).
@@ -282,9 +283,9 @@ def recommend_chunked(
     input_ids, attention_mask, timestamps, seen = model.clean_recommend_inputs(input_ids, attention_mask, timestamps)
     states = model.last_states(input_ids, attention_mask, timestamps)
     device = states.device
-    if config.item_representation == "id":  # the tied table itself: no copy of a large catalogue
+    if config.item_representation == "id" and model.item_output_residual is None:  # the table itself: no copy
         vectors = model.item_head.weight.to(states.dtype)
-    else:
+    else:  # the sum of the id, residual and text parts
         vectors = model.output_item_vectors(torch.arange(config.num_items, device=device)).to(states.dtype)
     bias = model.item_head.bias.to(states.dtype)
     excluded = torch.zeros(config.num_items, dtype=torch.bool, device=device)
@@ -295,10 +296,25 @@ def recommend_chunked(
             raise ValueError(f"exclude_items must be vocabulary indices in [0, {config.num_items}).")
         excluded[exclude_items] = True
     width = min(top_k, config.num_items - config.num_special_tokens)
+    per_user = seen if exclude_seen else None
+    prior = model.transition_prior
+    if prior is not None:  # the newest item's successors are scored apart, with their prior, then merged
+        successors, evidence = prior.evidence(input_ids[:, -1], states)  # (B, K); left aligned: newest last
+        per_user = successors if per_user is None else torch.cat([per_user, successors], dim=1)
     scores, items = chunked_top_k(
         states.float(), vectors.float(), bias.float(), k=width, chunk_size=chunk_size, excluded=excluded,
-        excluded_per_user=seen if exclude_seen else None,
+        excluded_per_user=per_user,
     )  # fmt: skip
+    if prior is not None:
+        own = (states[:, None, :] * vectors[successors]).sum(-1) + bias[successors]
+        successor_scores = prior.mixed(own.float(), evidence.float())
+        dropped = excluded[successors]
+        if exclude_seen:
+            dropped = dropped | (successors[:, :, None] == seen[:, None, :]).any(dim=2)
+        successor_scores = successor_scores.float().masked_fill(dropped, float("-inf"))
+        order = torch.cat([scores, successor_scores], dim=1).topk(width, dim=1).indices
+        scores = torch.cat([scores, successor_scores], dim=1).gather(1, order)
+        items = torch.cat([items, successors], dim=1).gather(1, order)
     return RecommendationOutput(
         item_ids=items.masked_fill(torch.isinf(scores), -1),
         scores=scores,

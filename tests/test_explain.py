@@ -54,6 +54,18 @@ def next_item():
 
 
 @pytest.fixture(scope="module")
+def next_item_prior():
+    """A next-item model with a transition prior: its scores also depend on which event is the newest."""
+    model = build(InterestForNextItemPrediction, num_hidden_layers=2, item_transition_prior=True)
+    generator = torch.Generator().manual_seed(4)
+    model.set_transition_counts(
+        torch.randint(3, NUM_ITEMS, (400,), generator=generator),
+        torch.randint(3, NUM_ITEMS, (400,), generator=generator),
+    )
+    return _scaled(model)
+
+
+@pytest.fixture(scope="module")
 def click():
     return _scaled(build(InterestForClickPrediction))
 
@@ -83,9 +95,10 @@ def _logit(model, tokenizer, items, times, target):
 # --- what each method says is what the model does ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("head", ["next_item", "click", "forecast"])
+@pytest.mark.parametrize("head", ["next_item", "next_item_prior", "click", "forecast"])
 def test_integrated_gradients_add_up_to_the_score_change(head, request, tokenizer):
     model = request.getfixturevalue(head)
+    head = head.removesuffix("_prior")
     target = "i4" if head == "click" else None
     result = explain(model, tokenizer, HISTORY, TIMES, target=target, method="integrated_gradients")
     diagnostics = result.diagnostics
@@ -108,7 +121,9 @@ def test_integrated_gradients_baseline_is_the_model_on_zero_item_vectors(next_it
 
 
 @pytest.mark.parametrize("with_times", [True, False])
-def test_leave_one_out_is_the_model_without_that_event(next_item, tokenizer, with_times):
+@pytest.mark.parametrize("model_name", ["next_item", "next_item_prior"])
+def test_leave_one_out_is_the_model_without_that_event(model_name, request, tokenizer, with_times):
+    next_item = request.getfixturevalue(model_name)
     times = TIMES if with_times else None
     result = explain(next_item, tokenizer, HISTORY, times, method="leave_one_out")
     full = _logit(next_item, tokenizer, HISTORY, times, result.target)

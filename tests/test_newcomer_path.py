@@ -241,10 +241,11 @@ def test_property_argument_vectors_start_or_fail_naming_an_argument(argv, tmp_pa
         from hf_interest import InterestConfig
 
         assert train_args.output_dir == str(tmp_path / "run") and model_args.hidden_size > 0
-        from hf_interest.training.arguments import resolve_item_output_residual
+        from hf_interest.training.arguments import resolve_item_output_residual, resolve_item_transition_prior
 
         assert InterestConfig(num_items=50, **{**vars(model_args), "loss_type": "full_softmax",
                                                "item_output_residual": resolve_item_output_residual(model_args, "full_softmax")[0],
+                                               "item_transition_prior": resolve_item_transition_prior(model_args, None)[0],
                                                "text_embedding_size": 8 if model_args.item_representation != "id" else None})  # fmt: skip
         return
     assert any(flag in message or flag.replace("_", "-") in message for flag in flags), (argv, message)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from test_interest_heads import GATE_COMBINATIONS, GATE_IDS, NUM_ITEMS, build
-from tiny import tiny_train_args
+from tiny import tiny_config, tiny_train_args
 
 from hf_interest import InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.data import SyntheticConfig, generate_synthetic_interests
@@ -192,6 +192,7 @@ def test_dp_flags_are_checked(tmp_path):
         ({}, {"loss_type": "sampled_softmax"}, "--loss_type sampled_softmax"),
         ({}, {"item_representation": "id+text"}, "--item_representation"),
         ({}, {"item_output_residual": True}, "--item_output_residual"),
+        ({}, {"item_transition_prior": True}, "--item_transition_prior"),
     ]:
         with pytest.raises(ValueError, match="does not combine with") as error:
             check_arguments(data, TrainArguments(output_dir=run, dp_epsilon=4.0, **train), ModelArguments(**model))
@@ -462,3 +463,12 @@ def test_shard_ensemble_averages_log_probabilities_and_audit_scores_both_groups(
     result = audit(ShardEnsemble([first, second]), tokenizer, histories[:2], histories[2:], n_bootstrap=20)
     expected = membership_scores(ShardEnsemble([first, second]), tokenizer, histories)
     assert result["auc"] == pytest.approx(float(np.mean([m > o for m in expected[:2] for o in expected[2:]])))
+
+
+def test_dp_sgd_refuses_a_model_with_a_transition_prior():
+    """An `--init_from` model brings its own config: a transition prior (counts of every user's pairs) is refused."""
+    from hf_interest.training.private import check_private_model
+
+    model = InterestForNextItemPrediction(tiny_config(item_transition_prior=True))
+    with pytest.raises(ValueError, match="DP-SGD cannot train this model: .*item_transition_prior=True"):
+        check_private_model(model)

@@ -30,6 +30,22 @@ def _model(kind: str):
                 layer.time_bias.weight.normal_(0.0, 1.0)
                 layer.position_bias.weight.normal_(0.0, 1.0)
         return model
+    if kind == "residual":  # large enough that serving without it would rank otherwise
+        model = build(InterestForNextItemPrediction, num_hidden_layers=2, item_output_residual=True)
+        with torch.no_grad():
+            model.item_output_residual.weight.normal_(0.0, 0.5)
+        return model
+    if kind == "prior":  # a transition prior strong enough to reorder the top items
+        model = build(InterestForNextItemPrediction, num_hidden_layers=2, item_transition_prior=True,
+                      transition_prior_successors=4)  # fmt: skip
+        generator = torch.Generator().manual_seed(11)
+        model.set_transition_counts(
+            torch.randint(3, NUM_ITEMS, (300,), generator=generator),
+            torch.randint(3, NUM_ITEMS, (300,), generator=generator),
+        )
+        with torch.no_grad():
+            model.transition_prior.weight.fill_(1.5)
+        return model
     model = build(InterestForNextItemPrediction, item_representation="id+text", text_embedding_size=8)
     generator = torch.Generator().manual_seed(5)
     texts = torch.randn(NUM_ITEMS, 8, generator=generator)
@@ -38,7 +54,7 @@ def _model(kind: str):
     return model.eval()
 
 
-@pytest.fixture(scope="module", params=["id", "id+text", "hstu"])
+@pytest.fixture(scope="module", params=["id", "id+text", "hstu", "prior"])
 def exported(request, tmp_path_factory):
     model, tokenizer = _model(request.param), ItemTokenizer.from_items(ITEMS)
     folder = tmp_path_factory.mktemp(f"onnx_{request.param.replace('+', '_')}")
@@ -265,7 +281,7 @@ def test_chunked_top_k_with_many_equal_scores_returns_the_top_scores():
     assert all(len(set(row)) == 10 for row in items.tolist())  # no item twice
 
 
-@pytest.mark.parametrize("kind", ["id", "id+text"])
+@pytest.mark.parametrize("kind", ["id", "id+text", "residual", "prior"])
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_recommend_chunked_is_recommend(kind, exclude_seen):
     model = _model(kind)

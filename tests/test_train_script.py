@@ -241,11 +241,15 @@ def test_the_full_softmax_turns_the_output_residual_on_where_transitions_are_str
     lift = float(line.split("scores ")[1].split("x popularity")[0])
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["item_output_residual"] == (lift >= RESIDUAL_TRANSITION_LIFT) == (successors != "0")
+    # the transition prior reads the same measurement, and holds the training split's pair counts when on
+    assert f"item transition prior: {'on' if successors != '0' else 'off'} (the default" in run.stdout
+    assert config["item_transition_prior"] == (successors != "0")
+    assert (config["transition_prior_pairs"] > 0) == (successors != "0")
     assert config["loss_type"] == "full_softmax"
-    if successors == "0":  # measuring the lift draws no random numbers: the run equals one with the flag given
+    if successors == "0":  # measuring the lift draws no random numbers: the run equals one with the flags given
         given = _run("train.py", *TINY, *world, "--max_steps", "1", "--item_output_residual", "false",
-                     "--output_dir", str(tmp_path / "given"))  # fmt: skip
-        assert "item output residual" not in given.stdout
+                     "--item_transition_prior", "false", "--output_dir", str(tmp_path / "given"))  # fmt: skip
+        assert "item output residual" not in given.stdout and "item transition prior" not in given.stdout
         measured = json.loads((tmp_path / "eval_results.json").read_text())
         flagged = json.loads((tmp_path / "given" / "eval_results.json").read_text())
         assert measured["test"] == flagged["test"]

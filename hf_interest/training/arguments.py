@@ -173,7 +173,8 @@ CONFIG_FIELDS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act", "block_type",
     "hidden_dropout_prob",
     "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range", "use_time_gaps", "num_time_buckets",
-    "tie_word_embeddings", "item_output_residual", "num_negative_samples", "loss_exclude_seen", "item_representation",
+    "tie_word_embeddings", "item_output_residual", "item_transition_prior", "transition_prior_successors",
+    "num_negative_samples", "loss_exclude_seen", "item_representation",
     "item_id_dropout", "long_term_interest", "short_term_interest", "short_term_window", "forecast_horizon",
     "click_hidden_size",
 )  # fmt: skip
@@ -210,6 +211,14 @@ RUN_DEFAULTS = {
         f"{RESIDUAL_TRANSITION_LIFT:g}x popularity's validation NDCG@10 (measured before training: strong "
         "item-to-item structure, where it measured better; it cost quality on MovieLens-100K, 1.7x); off under "
         "DP-SGD; InterestConfig itself: off.",
+    ),
+    "item_transition_prior": (
+        bool | None,
+        None,
+        "Left out: on where the first-order transition baseline scores at least "
+        f"{RESIDUAL_TRANSITION_LIFT:g}x popularity's validation NDCG@10 (measured before training, as for "
+        "--item_output_residual); off under DP-SGD and for streamed sequence shards; the counts come from the "
+        "training split; InterestConfig itself: off.",
     ),
 }
 
@@ -263,6 +272,24 @@ def resolve_item_output_residual(
         f"scores {transition_lift:.2f}x popularity's validation NDCG@10, {'at least' if on else 'under'} "
         f"{RESIDUAL_TRANSITION_LIFT:g}x{': strong item-to-item structure' if on else ''}; --item_output_residual "
         f"{'false' if on else 'true'} for {'off' if on else 'on'})"
+    )
+
+
+def resolve_item_transition_prior(model_args, transition_lift: float | None) -> tuple[bool, str | None]:
+    """
+    `--item_transition_prior` with its default resolved: on when `transition_lift` (the transition baseline's
+    validation NDCG@10 over popularity's; None: not measured, off) is at least `RESIDUAL_TRANSITION_LIFT`. Returns
+    `(on, why)`: `why` is the log line when the default decided, else None.
+    """
+    if model_args.item_transition_prior is not None:
+        return model_args.item_transition_prior, None
+    if transition_lift is None:
+        return False, None
+    on = transition_lift >= RESIDUAL_TRANSITION_LIFT
+    return on, (
+        f"item transition prior: {'on' if on else 'off'} (the default: the transition baseline scores "
+        f"{transition_lift:.2f}x popularity's validation NDCG@10, {'at least' if on else 'under'} "
+        f"{RESIDUAL_TRANSITION_LIFT:g}x; --item_transition_prior {'false' if on else 'true'} for {'off' if on else 'on'})"
     )
 
 
@@ -800,6 +827,10 @@ def _check_private_combination(
                     model_args.item_output_residual is True,
                     "its per-user gradients are not computed",
                 ),
+                "--item_transition_prior true": (
+                    model_args.item_transition_prior is True,
+                    "its counts of all users' pairs are not private",
+                ),
             }
         )
     given = [f"{flag} ({why})" for flag, (conflict, why) in conflicts.items() if conflict]
@@ -835,6 +866,7 @@ def _check_model_config(model_args: ModelArguments) -> None:
     fields = asdict(model_args)
     fields["loss_type"] = "full_softmax" if model_args.loss_type == "auto" else model_args.loss_type
     fields["item_output_residual"] = resolve_item_output_residual(model_args, fields["loss_type"])[0]
+    fields["item_transition_prior"] = resolve_item_transition_prior(model_args, None)[0]
     if model_args.item_representation != "id":
         fields["text_embedding_size"] = 384  # the encoder's size, known once it has run
     try:

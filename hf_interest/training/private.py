@@ -145,6 +145,8 @@ def check_private_model(model) -> None:
                         "gradient)")  # fmt: skip
     if getattr(config, "item_output_residual", False):
         problems.append("item_output_residual=True (its per-user gradients are not computed)")
+    if getattr(config, "item_transition_prior", False):
+        problems.append("item_transition_prior=True (its counts of all users' pairs are not private)")
     if getattr(config, "item_id_dropout", 0.0):
         problems.append(f"item_id_dropout={config.item_id_dropout} (drawn for the whole catalogue)")
     if problems:

@@ -46,6 +46,7 @@ from .arguments import (
     ModelArguments,
     TrainArguments,
     resolve_item_output_residual,
+    resolve_item_transition_prior,
     resolve_loss_type,
 )
 from .data import LengthGroupedSampler, next_item_dataloaders, train_windows
@@ -76,6 +77,7 @@ class NextItemTask:
     result_name = "next-item-recommendation"
     stateful = ()  # objects with a state_dict that checkpoints hold besides the model, optimizer and RNGs
     higher_is_better = True
+    streaming = False  # the training split is in memory (its consecutive pairs can be counted before training)
     # The loss reads every position; the loop reads no logits: none are computed (at 1M items the last position's
     # alone were a quarter of a sampled-softmax step).
     forward_kwargs = {"logits_to_keep": torch.empty(0, dtype=torch.long)}
@@ -108,15 +110,32 @@ class NextItemTask:
             model_args = replace(model_args, loss_type="full_softmax")
             log("loss: full softmax (DP-SGD: the sampled softmax would share its negatives across users)")
         if not train_args.init_from:
-            lift = None
-            if _residual_reads_transition_lift(model_args, len(self.tokenizer), train_args.private):
-                lift = transition_lift(data, self.tokenizer, self.eval_loaders["validation"], self.popularity)
+            lift, transitions = None, None
+            if self._reads_transition_lift(model_args, train_args.private):
+                transitions = training_transitions(data, self.tokenizer, self.popularity)
+                validation = self.eval_loaders["validation"]
+                lift = transition_lift(transitions, validation, self.popularity, self.tokenizer.num_special_tokens)
             self.model = _new_next_item_model(data, self.tokenizer, data_args, model_args, log, self.has_time, lift)
             if train_args.item_bias_init == "popularity":
                 start_item_bias_at_popularity(self.model, self.popularity.item_counts)
                 log("item bias: starts at log(1 + training count), centred (--item_bias_init popularity)")
+            if self.model.transition_prior is not None:
+                _start_transition_prior(self.model, transitions.pair_counts.tocoo(), log)
         if self.model.config.loss_type == "sampled_softmax":
             self.model.set_negative_sampling_distribution(self.popularity.item_counts)
+
+    def _reads_transition_lift(self, model_args: ModelArguments, private: bool) -> bool:
+        """Whether the run counts the training split's consecutive pairs before training: for the transition prior
+        (left out or on), or for `--item_output_residual`'s default with the full softmax."""
+        if model_args.item_transition_prior and (self.streaming or private):
+            raise ValueError(
+                "--item_transition_prior true needs the training split's consecutive pairs counted before training: "
+                "not with streamed sequence shards or DP-SGD; leave it out."
+            )
+        if self.streaming or private:
+            return False
+        prior = model_args.item_transition_prior is not False
+        return prior or _residual_reads_transition_lift(model_args, len(self.tokenizer), private)
 
     def prepare(self, accelerator) -> None:
         """Shards the evaluation loaders across processes (`gather_for_metrics` puts the ranks back together)."""
@@ -359,6 +378,66 @@ def start_item_bias_at_popularity(model, item_counts) -> None:
     bias.copy_((prior - prior.mean()).to(bias))
 
 
+def _start_transition_prior(model, pairs, log) -> None:
+    """Fills a new model's transition prior with the training split's pair counts (`pairs`: a scipy COO matrix) and
+    starts its weight at their fit."""
+    kept = model.set_transition_counts(pairs.row, pairs.col, pairs.data)
+    share = start_transition_prior_at_fit(model, pairs.row, pairs.col, pairs.data)
+    log(
+        f"item transition prior: {kept:,} (item, successor) counts kept of the training split's {pairs.nnz:,} "
+        f"distinct consecutive pairs (at most {model.config.transition_prior_successors} per item, the most "
+        f"frequent); the mixture starts with the counts' share at {share:.3f}, the best fit of the training pairs' "
+        "next items by the item biases and the counts alone"
+    )
+
+
+@torch.no_grad()
+def start_transition_prior_at_fit(model, previous, following, counts, iterations: int = 60) -> float:
+    """
+    Starts the transition prior's mixing weight (the gate's bias g, the same for every state at the start) where the
+    mixture best predicts the training split's next items from the item biases and the counts alone: the maximum
+    likelihood of `(exp(b_t) + exp(g) * c(a, t) / c(a)) / (sum_i exp(b_i) + exp(g))` over every training pair
+    (a, t), each with its own pair left out of its counts, as the loss reads them. In the mixture's share
+    `exp(g) / (sum_i exp(b_i) + exp(g))` the likelihood is concave, so a golden-section search over g finds it.
+    Like the popularity start of the biases, it spares the first epochs of moving one number by about the learning
+    rate per step. Returns the counts' share of the mixture at the start, `exp(g) / (sum_i exp(b_i) + exp(g))`.
+    """
+    prior = model.transition_prior
+    device = prior.row_starts.device
+    previous = torch.as_tensor(previous, dtype=torch.long, device=device)
+    following = torch.as_tensor(following, dtype=torch.long, device=device)
+    counts = torch.as_tensor(counts, dtype=torch.float64, device=device)
+    bias = model.item_head.bias.detach().double()
+    log_total = torch.logsumexp(bias[model.config.num_special_tokens :], 0)
+    rows = []  # per pair: b_t, log(c(a, t) / c(a)) (-inf: not counted), whether a has counted successors
+    for start in range(0, len(previous), 65536):
+        a, t = previous[start : start + 65536], following[start : start + 65536]
+        items, log_shares, counted = prior.successor_shares(a, t)
+        own = torch.where((items == t[:, None]) & counted, log_shares.double(), float("-inf")).amax(dim=1)
+        rows.append((bias[t], own, counted.any(dim=1)))
+    target_bias, own_share, has_successors = (torch.cat(parts) for parts in zip(*rows))
+    weights = counts / counts.sum()
+
+    def loss(gate: float) -> float:
+        mixed = torch.logaddexp(target_bias, gate + own_share)
+        normaliser = torch.where(
+            has_successors, torch.logaddexp(log_total, torch.tensor(gate, dtype=torch.float64)), log_total
+        )
+        return float((weights * (normaliser - mixed)).sum())
+
+    low, high = float(log_total) - 20.0, float(log_total) + 20.0
+    ratio = (5**0.5 - 1) / 2
+    for _ in range(iterations):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        if loss(left) <= loss(right):
+            high = right
+        else:
+            low = left
+    gate = (low + high) / 2
+    prior.gate.bias.fill_(gate)
+    return float(torch.sigmoid(torch.tensor(gate, dtype=torch.float64) - log_total))
+
+
 def _residual_reads_transition_lift(model_args: ModelArguments, num_items: int, private: bool) -> bool:
     """Whether `--item_output_residual`'s default needs `transition_lift`: left out, a tied id table, the full
     softmax, no DP-SGD (which refuses the residual)."""
@@ -367,17 +446,21 @@ def _residual_reads_transition_lift(model_args: ModelArguments, num_items: int, 
     return model_args.item_output_residual is None and tied_ids and full and not private
 
 
-def transition_lift(data, tokenizer, validation_loader, popularity) -> float:
+def training_transitions(data, tokenizer, popularity) -> TransitionRecommender:
+    """The first-order transition baseline of the training split: counts of its consecutive pairs."""
+    encoded, _ = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
+    return TransitionRecommender.from_sequences(
+        encoded["train"]["input_ids"], len(tokenizer), popularity, tokenizer.num_special_tokens
+    )
+
+
+def transition_lift(transition: TransitionRecommender, validation_loader, popularity, num_special: int) -> float:
     """
     The first-order transition baseline's validation NDCG@10 (full ranking, seen items excluded) over popularity's,
     both by the evaluation's code, before any training: how much of a log's next item follows from its previous item
     alone (`TransitionRecommender`: counts of consecutive training pairs).
     """
-    encoded, _ = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
-    transition = TransitionRecommender.from_sequences(
-        encoded["train"]["input_ids"], len(tokenizer), popularity, tokenizer.num_special_tokens
-    )
-    special = range(tokenizer.num_special_tokens)
+    special = range(num_special)
     scored = {name: RankingAccumulator((10,), exclude_seen=True, ignore_index=special) for name in ("t", "p")}
     with torch.random.fork_rng(devices=[]):  # a DataLoader draws a seed as it starts: keep the run's random stream
         for batch in validation_loader:
@@ -400,6 +483,9 @@ def _new_next_item_model(
     model_fields["item_output_residual"], why = resolve_item_output_residual(
         model_args, model_fields["loss_type"], lift
     )
+    if why:
+        log(why)
+    model_fields["item_transition_prior"], why = resolve_item_transition_prior(model_args, lift)
     if why:
         log(why)
     if model_args.item_representation in ("text", "id+text"):  # embed the item texts once; saved with the model
