@@ -31,8 +31,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.training import load_data, next_item_dataloaders
-from hf_interest.training.arguments import resolve_item_output_residual, resolve_loss_type
+from hf_interest.training.arguments import (
+    resolve_item_output_residual,
+    resolve_item_transition_prior,
+    resolve_loss_type,
+)
 from hf_interest.training.kernels import apply_cpu_training_kernels
+from hf_interest.training.tasks import start_transition_prior, training_transitions
 from hf_interest_cli.commands import parse_train_arguments
 
 
@@ -73,17 +78,23 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     data = load_data(data_args, "next-item")
     tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
-    loaders, _, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
+    loaders, popularity, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])
     loss_type = resolve_loss_type(model_args.loss_type, len(tokenizer))[0]
     residual = resolve_item_output_residual(model_args, loss_type)[0]
+    prior = resolve_item_transition_prior(model_args, None)[0]  # off unless given: train.py measures the log first
     config = InterestConfig(
         num_items=len(tokenizer),
         max_position_embeddings=data_args.max_length,
         pad_token_id=tokenizer.pad_token_id,
-        **(asdict(model_args) | {"loss_type": loss_type, "item_output_residual": residual}),
+        **(
+            asdict(model_args)
+            | {"loss_type": loss_type, "item_output_residual": residual, "item_transition_prior": prior}
+        ),
     )
     model = InterestForNextItemPrediction(config).train()
+    if prior:  # given on: filled from the training split's pairs, as train.py fills it
+        print(start_transition_prior(model, training_transitions(data, tokenizer, popularity)))
     apply_cpu_training_kernels(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_args.learning_rate)
 

@@ -35,8 +35,13 @@ from torch import nn
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
 from hf_interest.training import DataArguments, ModelArguments, TrainArguments, load_data, next_item_dataloaders
-from hf_interest.training.arguments import resolve_item_output_residual, resolve_loss_type
+from hf_interest.training.arguments import (
+    resolve_item_output_residual,
+    resolve_item_transition_prior,
+    resolve_loss_type,
+)
 from hf_interest.training.kernels import FastCPUDropout, fused_masked_cross_entropy, keep_freed_memory_for_reuse
+from hf_interest.training.tasks import start_transition_prior, training_transitions
 
 
 def default_malloc() -> None:
@@ -80,18 +85,24 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = DataArguments(dataset=args.dataset), ModelArguments(), TrainArguments()
     data = load_data(data_args, "next-item")
     tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
-    loaders, _, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
+    loaders, popularity, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])
     eval_batches = list(loaders["validation"])
     loss_type = resolve_loss_type(model_args.loss_type, len(tokenizer))[0]
     residual = resolve_item_output_residual(model_args, loss_type)[0]  # train.py's default for this loss
+    prior = resolve_item_transition_prior(model_args, None)[0]  # off unless given: train.py measures the log first
     config = InterestConfig(
         num_items=len(tokenizer),
         max_position_embeddings=data_args.max_length,
         pad_token_id=tokenizer.pad_token_id,
-        **(asdict(model_args) | {"loss_type": loss_type, "item_output_residual": residual}),
+        **(
+            asdict(model_args)
+            | {"loss_type": loss_type, "item_output_residual": residual, "item_transition_prior": prior}
+        ),
     )
     model = InterestForNextItemPrediction(config).train()
+    if prior:  # given on: filled from the training split's pairs, as train.py fills it
+        print(start_transition_prior(model, training_transitions(data, tokenizer, popularity)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_args.learning_rate)
     can_tune_malloc = keep_freed_memory_for_reuse()  # False off glibc: the last row then equals the third
 

@@ -120,7 +120,7 @@ class NextItemTask:
                 start_item_bias_at_popularity(self.model, self.popularity.item_counts)
                 log("item bias: starts at log(1 + training count), centred (--item_bias_init popularity)")
             if self.model.transition_prior is not None:
-                _start_transition_prior(self.model, transitions.pair_counts.tocoo(), log)
+                log(start_transition_prior(self.model, transitions))
         if self.model.config.loss_type == "sampled_softmax":
             self.model.set_negative_sampling_distribution(self.popularity.item_counts)
 
@@ -378,12 +378,13 @@ def start_item_bias_at_popularity(model, item_counts) -> None:
     bias.copy_((prior - prior.mean()).to(bias))
 
 
-def _start_transition_prior(model, pairs, log) -> None:
-    """Fills a new model's transition prior with the training split's pair counts (`pairs`: a scipy COO matrix) and
-    starts its weight at their fit."""
+def start_transition_prior(model, transitions: TransitionRecommender) -> str:
+    """Fills a new model's transition prior with the training split's pair counts (`training_transitions`) and starts
+    its mixture at their fit (`start_transition_prior_at_fit`). Returns the line the run logs."""
+    pairs = transitions.pair_counts.tocoo()
     kept = model.set_transition_counts(pairs.row, pairs.col, pairs.data)
     share = start_transition_prior_at_fit(model, pairs.row, pairs.col, pairs.data)
-    log(
+    return (
         f"item transition prior: {kept:,} (item, successor) counts kept of the training split's {pairs.nnz:,} "
         f"distinct consecutive pairs (at most {model.config.transition_prior_successors} per item, the most "
         f"frequent); the mixture starts with the counts' share at {share:.3f}, the best fit of the training pairs' "
