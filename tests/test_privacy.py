@@ -472,3 +472,44 @@ def test_dp_sgd_refuses_a_model_with_a_transition_prior():
     model = InterestForNextItemPrediction(tiny_config(item_transition_prior=True))
     with pytest.raises(ValueError, match="DP-SGD cannot train this model: .*item_transition_prior=True"):
         check_private_model(model)
+
+
+def test_the_transition_priors_counts_leave_out_excluded_users(tmp_path):
+    """The transition prior's pair counts (saved with the weights) come from the data the run trains on: a user left
+    out with --exclude_users_file (as `forget` and the deletion ledger do) is in none of them."""
+    from collections import Counter
+
+    from hf_interest.data import encode_sequences
+    from hf_interest.training import load_data
+
+    users = tmp_path / "users.txt"
+    users.write_text("3\n17\n")
+    world = ("--synthetic_successor_probability", "0.6", "--item_transition_prior", "true", "--max_steps", "1")
+    folder = tmp_path / "run"
+    run = _cli("train", *tiny_train_args(), *world, "--exclude_users_file", str(users), "--output_dir", str(folder))
+    assert run.returncode == 0, run.stderr[-3000:]
+    model = InterestForNextItemPrediction.from_pretrained(folder)
+    prior = model.transition_prior
+    saved = {
+        (a, int(b)): float(c)
+        for a in range(model.config.num_items)
+        for b, c in zip(
+            prior.next_items[prior.row_starts[a] : prior.row_starts[a + 1]],
+            prior.counts[prior.row_starts[a] : prior.row_starts[a + 1]],
+        )
+    }
+    tokenizer = ItemTokenizer.from_pretrained(folder)
+
+    def training_pairs(exclude_users_file=None) -> Counter:
+        data_args = DataArguments(dataset="synthetic", synthetic_num_users=40, synthetic_num_items=30,
+                                  synthetic_successor_probability=0.6, exclude_users_file=exclude_users_file)  # fmt: skip
+        encoded, _ = encode_sequences(load_data(data_args).sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
+        return Counter(
+            (a, b)
+            for sequence in encoded["train"]["input_ids"]
+            for a, b in zip(sequence[:-1], sequence[1:])
+            if a >= 3 and b >= 3
+        )
+
+    assert saved == {pair: float(count) for pair, count in training_pairs(str(users)).items()}
+    assert saved != {pair: float(count) for pair, count in training_pairs().items()}  # the two users had pairs
