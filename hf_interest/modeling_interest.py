@@ -1298,9 +1298,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         row_firsts = torch.cumsum(row_sizes, 0) - row_sizes
         rank = torch.arange(len(rows)) - row_firsts[rows]
         keep = rank < self.config.transition_prior_successors
-        rows, items, summed = rows[keep], items[keep], summed[keep]
+        items, summed = items[keep], summed[keep]
         prior = self.transition_prior
-        ends = torch.cumsum(torch.bincount(rows, minlength=num_items), 0)
+        ends = torch.cumsum(row_sizes.clamp(max=self.config.transition_prior_successors), 0)  # the rows as kept
         prior.row_starts = torch.cat([ends.new_zeros(1), ends]).to(device)
         prior.next_items = items.to(device)
         prior.counts = summed.to(device=device, dtype=prior.weight.dtype)
@@ -1512,8 +1512,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
                 previous = input_ids[:, logits_to_keep.to(input_ids.device)]
         else:
             kept = hidden_states[:, -logits_to_keep:, :] if logits_to_keep else hidden_states
-            if input_ids is not None:
-                previous = input_ids[:, -kept.shape[1] :] if kept.shape[1] else input_ids[:, :0]
+            if input_ids is not None and kept.shape[1]:
+                previous = input_ids[:, -kept.shape[1] :]
         if kept.shape[1] == 0:  # nothing to score (not even the text tower's item vectors)
             logits = kept.new_zeros(kept.shape[0], 0, self.config.num_items)
         else:

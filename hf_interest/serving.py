@@ -311,10 +311,9 @@ def recommend_chunked(
         dropped = excluded[successors]
         if exclude_seen:
             dropped = dropped | (successors[:, :, None] == seen[:, None, :]).any(dim=2)
-        successor_scores = successor_scores.float().masked_fill(dropped, float("-inf"))
-        order = torch.cat([scores, successor_scores], dim=1).topk(width, dim=1).indices
-        scores = torch.cat([scores, successor_scores], dim=1).gather(1, order)
-        items = torch.cat([items, successors], dim=1).gather(1, order)
+        merged = torch.cat([scores, successor_scores.masked_fill(dropped, float("-inf"))], dim=1)
+        order = merged.topk(width, dim=1).indices
+        scores, items = merged.gather(1, order), torch.cat([items, successors], dim=1).gather(1, order)
     return RecommendationOutput(
         item_ids=items.masked_fill(torch.isinf(scores), -1),
         scores=scores,
