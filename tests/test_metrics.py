@@ -17,6 +17,8 @@ from hf_interest.metrics import (
     ranking_metrics_from_ranks,
     ranking_protocol,
     ranks_from_scores,
+    user_sample_description,
+    user_sample_error_bound,
 )
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -476,3 +478,28 @@ def test_add_ranks_checks_the_catalogue_like_update():
     assert accumulator.protocol["num_items"] == 10
     with pytest.raises(ValueError, match="same catalogue"):
         accumulator.add_ranks(torch.tensor([1]), num_items=11)
+
+
+def test_user_sample_error_bound_covers_the_worst_case_metric():
+    """A metric averaged over a random sample of users is within the bound of the all-users mean at least about 95% of
+    the time, even for the worst case (values 0 or 1, half of each, where the spread is largest); it is 0 when every
+    user is scored, the formula's value otherwise, and bad sizes are refused."""
+    generator = torch.Generator().manual_seed(0)
+    population = (torch.arange(1000) % 2).to(torch.float64)  # per-user HR@10 of 1,000 users, mean 0.5
+    bound = user_sample_error_bound(100, 1000)
+    assert bound == pytest.approx(1.959964 * 0.5 / 10 * math.sqrt(900 / 999), rel=1e-6)
+    within = [
+        abs(population[torch.randperm(1000, generator=generator)[:100]].mean() - 0.5) <= bound for _ in range(4000)
+    ]
+    assert 0.93 <= sum(within) / len(within) <= 0.975
+    # a tighter bound would not cover: half of it misses often
+    assert sum(abs(population[torch.randperm(1000, generator=generator)[:100]].mean() - 0.5) <= bound / 2
+               for _ in range(1000)) / 1000 < 0.8  # fmt: skip
+    assert user_sample_error_bound(1000, 1000) == 0.0
+    assert "a fixed random sample of 20,000 of 166,666 (--validation_users)" in user_sample_description(20000, 166666)
+    for users, of in ((0, 10), (11, 10)):
+        with pytest.raises(ValueError, match="0 < users <= of"):
+            user_sample_error_bound(users, of)
+    protocol = {**ranking_protocol("validation", 10, ignore_index=[0]), "users": user_sample_description(5, 9)}
+    table = format_results_table({"popularity": {"ndcg@10": 0.1, "num_users": 5}}, protocol)
+    assert "split=validation | users: a fixed random sample of 5 of 9" in table

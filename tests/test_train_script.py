@@ -142,6 +142,8 @@ def test_ema_is_on_by_default_and_changes_only_what_is_validated(runs, tmp_path)
         (["--ema_decay", "1.0"], "must be in"),
         (["--ema_decay", "0.9", "--lora_r", "2"], "does not combine with --lora_r"),
         (["--learning_rat", "0.1"], "--learning_rat is not an option. Did you mean '--learning_rate'"),
+        (["--validation_users", "0"], "--validation_users must be at least 1"),
+        (["--task", "click", "--validation_users", "10"], "--validation_users apply to next-item"),
     ],
 )
 def test_ema_arguments_are_checked_before_any_data_is_read(extra, message):
@@ -254,3 +256,44 @@ def test_the_full_softmax_turns_the_output_residual_on_where_transitions_are_str
         flagged = json.loads((tmp_path / "given" / "eval_results.json").read_text())
         assert measured["test"] == flagged["test"]
         assert history_without_measurements(measured) == history_without_measurements(flagged)
+
+
+def test_validation_on_a_sample_of_users(tmp_path):
+    """`--validation_users` validates on a fixed random sample of the users and says so, in the log and in the
+    protocol; the numbers are those of the saved model over exactly those users, and the test split scores every
+    user."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_interest.data import encode_sequences
+    from hf_interest.training.arguments import DataArguments
+    from hf_interest.training.data import load_data, validation_user_sample
+    from hf_interest.training.evaluation import eval_dataloader, evaluate_next_item, popularity_baseline
+
+    folder = tmp_path / "sampled"
+    run = _run("train.py", *tiny_train_args(48, 16, 2), "--validation_users", "20", "--output_dir", str(folder))
+    assert "validation: users: a fixed random sample of 20 of 48 (--validation_users)" in run.stdout
+    results = json.loads((folder / "eval_results.json").read_text())
+    block = results["validation"]["exclude_seen"]
+    assert block["model"]["num_users"] == block["popularity"]["num_users"] == 20
+    assert "a fixed random sample of 20 of 48" in block["protocol"]["users"]
+    assert results["test"]["exclude_seen"]["model"]["num_users"] == 48
+    assert "users" not in results["test"]["exclude_seen"]["protocol"]
+    # by hand: the saved (best, validated) weights over the drawn users
+    data = load_data(DataArguments(**results["arguments"]["data"]))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoded, _ = encode_sequences(data.sequences, tokenizer.get_vocab(), tokenizer.unk_token_id)
+    rows = validation_user_sample(len(encoded["validation"]), 20, results["arguments"]["train"]["seed"])
+    assert len(set(rows.tolist())) == 20 and list(rows) == sorted(rows)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    length = model.config.max_position_embeddings
+    loader = eval_dataloader(encoded["validation"].select(rows), tokenizer.pad_token_id, length, 8)
+    popularity = popularity_baseline(encoded["train"], len(tokenizer), tokenizer.num_special_tokens)
+    by_hand = evaluate_next_item(model, loader, popularity, "validation")["exclude_seen"]
+    for name in ("model", "popularity"):
+        assert by_hand[name]["ndcg@10"] == pytest.approx(block[name]["ndcg@10"], abs=1e-6)
+    # and they are not every user's: the sample changes the number the run chooses its epoch by
+    everyone = evaluate_next_item(
+        model, eval_dataloader(encoded["validation"], tokenizer.pad_token_id, length, 8), popularity, "validation"
+    )["exclude_seen"]
+    assert everyone["model"]["num_users"] == 48
+    assert everyone["model"]["ndcg@10"] != pytest.approx(block["model"]["ndcg@10"], abs=1e-6)

@@ -31,6 +31,8 @@ from .ranking import (
     ranking_protocol,
     ranks_from_scores,
     ranks_under_both_protocols,
+    user_sample_description,
+    user_sample_error_bound,
 )
 
 RANKING_METRIC_PATH: str = str(Path(__file__).resolve().parent / "interest_ranking")
@@ -68,6 +70,8 @@ __all__ = [
     "ranking_protocol",
     "ranks_from_scores",
     "ranks_under_both_protocols",
+    "user_sample_description",
+    "user_sample_error_bound",
     "recent_category_mix",
     "roc_auc",
 ]

@@ -18,6 +18,8 @@ MRR@K is `1 / (rank + 1)` when `rank < K`. The same definitions are implemented 
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -314,7 +316,42 @@ def format_protocol(protocol: Mapping[str, object] | str) -> str:
             ranking += f" ({protocol['num_ignored']} special ids never ranked)"
     exclude = "on (history items removed, target kept)" if protocol.get("exclude_seen") else "off"
     parts = [f"split={protocol.get('split')}", ranking, f"exclude_seen={exclude}", str(protocol.get("rank", ""))]
+    if protocol.get("users"):  # a sample of the split's users (`user_sample_description`)
+        parts.insert(1, str(protocol["users"]))
     return " | ".join(p for p in parts if p)
+
+
+def user_sample_error_bound(users: int, of: int, level: float = 0.95) -> float:
+    """
+    How far a mean metric with values in [0, 1] (HR@K, NDCG@K, MRR@K) computed on a simple random sample of `users`
+    of `of` users can be from the mean over all of them: the half-width of the normal-approximation interval at
+    `level`, `z * 0.5 / sqrt(users)` times the finite-population correction. 0.5 is the largest standard deviation a
+    value in [0, 1] can have, so the bound holds whatever the metric's value (0 when every user is scored).
+
+    Args:
+        users (`int`): users in the sample.
+        of (`int`): users of the whole split.
+        level (`float`, defaults to 0.95): coverage of the interval.
+
+    Returns:
+        `float`: the half-width.
+    """
+    if not 0 < users <= of:
+        raise ValueError(f"A sample of {users} users of {of}: it needs 0 < users <= of.")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}.")
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    correction = math.sqrt((of - users) / (of - 1)) if of > 1 else 0.0
+    return z * 0.5 / math.sqrt(users) * correction
+
+
+def user_sample_description(users: int, of: int, flag: str = "--validation_users") -> str:
+    """One line saying which users a number covers, with `user_sample_error_bound`'s 95% bound."""
+    bound = user_sample_error_bound(users, of)
+    return (
+        f"users: a fixed random sample of {users:,} of {of:,} ({flag}); a metric on it is within {bound:.4f} of all "
+        "users' (95%, at most)"
+    )
 
 
 def format_results_table(

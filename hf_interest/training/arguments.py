@@ -519,6 +519,16 @@ class LoopArguments:
     )
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Training windows per device and step."})
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Users per device in evaluation."})
+    validation_users: int | None = field(
+        default=None,
+        metadata={
+            "help": "Validate every epoch on a fixed random sample of this many users (drawn once from --seed, the "
+            "same users every epoch) instead of all of them: for logs where scoring every user against a large "
+            "catalogue costs about as much as an epoch (10M events x 1M items: docs/scale.md). The run states the "
+            "sample and the 95% bound on its sampling error; the test split, and evaluate.py, score every user. "
+            "Next-item training over in-memory data."
+        },
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (not on biases and norms)."})
     lr_scheduler_type: str = field(
@@ -644,6 +654,9 @@ class LoopArguments:
             raise ValueError(f"--stop_after_epochs must be at least 1, got {self.stop_after_epochs}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max_steps must be at least 1 (or left out), got {self.max_steps}.")
+        if self.validation_users is not None and self.validation_users < 1:
+            raise ValueError(f"--validation_users must be at least 1 (or left out: every user), got "
+                             f"{self.validation_users}.")  # fmt: skip
         if self.targets_from is not None:
             targets_from_seconds(self.targets_from)  # a ValueError naming the text when it is not a time
         if self.num_shards < 1:
@@ -742,6 +755,7 @@ def check_arguments(
             "--text_encoder_lora_r": train_args.text_encoder_lora_r,
             "--exclude_items_file": data_args.exclude_items_file,
             "--exclude_users_file": data_args.exclude_users_file,
+            "--validation_users": train_args.validation_users,
         }
         if given := [name for name, value in unsupported.items() if value]:
             raise ValueError(

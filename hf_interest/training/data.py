@@ -411,7 +411,7 @@ def next_item_dataloaders(data, tokenizer, data_args: DataArguments, train_args)
         collate_fn=collator if targets_from is None else TargetsFromCollator(collator, targets_from),
     )
     loaders = {"train": train_loader}
-    removed = {}
+    removed, validation_sample = {}, None
     for split in ("validation", "test"):
         kept, removed[split] = filter_eval_targets(encoded[split], tokenizer.unk_token_id, targets_from)
         if len(kept) == 0:
@@ -419,6 +419,10 @@ def next_item_dataloaders(data, tokenizer, data_args: DataArguments, train_args)
                 f"No {split} target left to evaluate ({removed[split]}): with --targets_from pass an earlier time; "
                 "with --init_from the data's items must be in the vocabulary of that folder."
             )
+        sample = getattr(train_args, "validation_users", None)
+        if split == "validation" and sample is not None and sample < len(kept):
+            validation_sample = {"users": sample, "of": len(kept)}
+            kept = kept.select(validation_user_sample(len(kept), sample, train_args.seed))
         loaders[split] = eval_dataloader(
             kept, tokenizer.pad_token_id, data_args.max_length, train_args.per_device_eval_batch_size
         )
@@ -430,5 +434,12 @@ def next_item_dataloaders(data, tokenizer, data_args: DataArguments, train_args)
         "eval_rows_removed": removed,
         "has_timestamps": "timestamps" in columns,
         "one_row_per_user": user_counts,
+        "validation_sample": validation_sample,
     }
     return loaders, popularity, stats
+
+
+def validation_user_sample(num_users: int, size: int, seed: int) -> np.ndarray:
+    """`size` of `num_users` evaluation rows, a simple random sample in row order, drawn from its own generator
+    seeded with `seed` (so the run's other random draws are the ones it makes without a sample)."""
+    return np.sort(np.random.default_rng(seed).choice(num_users, size=size, replace=False))

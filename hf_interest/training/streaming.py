@@ -147,9 +147,15 @@ class StreamingNextItemTask(NextItemTask):
     streaming = True
 
     def __init__(self, data: StreamingSequences, data_args, model_args, train_args, log):
-        if train_args.targets_from is not None or data_args.exclude_items_file or data_args.exclude_users_file:
+        if (
+            train_args.targets_from is not None
+            or data_args.exclude_items_file
+            or data_args.exclude_users_file
+            or train_args.validation_users is not None
+        ):
             raise ValueError(
-                "--targets_from, --exclude_items_file and --exclude_users_file do not apply to sequence shards yet."
+                "--targets_from, --exclude_items_file, --exclude_users_file and --validation_users do not apply to "
+                "sequence shards yet."
             )
         if model_args.item_representation != "id":
             raise ValueError(

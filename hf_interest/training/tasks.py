@@ -33,7 +33,13 @@ from ..heads import (
     tune_forecast_baselines,
     whole_sequences,
 )
-from ..metrics import PopularityClickBaseline, RankingAccumulator, TransitionRecommender, format_results_table
+from ..metrics import (
+    PopularityClickBaseline,
+    RankingAccumulator,
+    TransitionRecommender,
+    format_results_table,
+    user_sample_description,
+)
 from ..modeling_interest import (
     InterestForClickPrediction,
     InterestForInterestForecasting,
@@ -143,7 +149,7 @@ class NextItemTask:
         self.eval_loaders = {split: accelerator.prepare(loader) for split, loader in self.eval_loaders.items()}
 
     def evaluate(self, model, split: str) -> dict:
-        return evaluate_next_item(
+        results = evaluate_next_item(
             model,
             self.eval_loaders[split],
             self.popularity,
@@ -151,6 +157,11 @@ class NextItemTask:
             self.accelerator,
             use_timestamps=self.has_time,
         )
+        sample = self.stats.get("validation_sample") if split == "validation" else None
+        if sample:  # the protocol says which users the numbers cover
+            for block in (results["exclude_seen"], results["include_seen"]):
+                block["protocol"]["users"] = user_sample_description(sample["users"], sample["of"])
+        return results
 
     def metric_value(self, results: dict) -> float:
         return results["exclude_seen"]["model"][self.metric]
@@ -549,6 +560,11 @@ def _print_data_notes(log, stats: dict, train_args: TrainArguments) -> None:
         log(
             f"--targets_from {train_args.targets_from}: {stats['train_windows_before_targets_from']:,} training "
             f"windows hold no target at or after it and are left out ({stats['train_windows']:,} kept)."
+        )
+    if sample := stats.get("validation_sample"):
+        log(
+            f"validation: {user_sample_description(sample['users'], sample['of'])}; the same users every epoch "
+            "(drawn from --seed); the test split scores every user"
         )
     for split, removed in stats["eval_rows_removed"].items():
         if removed["unknown_targets"]:
