@@ -144,6 +144,8 @@ def test_ema_is_on_by_default_and_changes_only_what_is_validated(runs, tmp_path)
         (["--learning_rat", "0.1"], "--learning_rat is not an option. Did you mean '--learning_rate'"),
         (["--validation_users", "0"], "--validation_users must be at least 1"),
         (["--task", "click", "--validation_users", "10"], "--validation_users apply to next-item"),
+        (["--task", "click", "--item_table_init", "categories"], "--item_table_init categories apply to next-item"),
+        (["--item_representation", "text", "--item_table_init", "categories"], "--item_representation text has none"),
     ],
 )
 def test_ema_arguments_are_checked_before_any_data_is_read(extra, message):
@@ -189,10 +191,30 @@ def test_item_bias_start_is_stated_and_zero_keeps_the_old_start(runs, tmp_path):
     """The default starts the output bias at log popularity and says so; --item_bias_init zero trains as before."""
     assert "item bias: starts at log(1 + training count), centred (--item_bias_init popularity)" in runs["full_log"]
     zero = tmp_path / "zero"
-    run = _run("train.py", *tiny_train_args(48, 16, 1), "--item_bias_init", "zero", "--output_dir", str(zero))
+    run = _run("train.py", *TINY, "--item_bias_init", "zero", "--output_dir", str(zero))  # the same schedule
     assert "item bias:" not in run.stdout
     first = json.loads((runs["full"] / "eval_results.json").read_text())["training"]["history"][0]["train_loss"]
     assert json.loads((zero / "eval_results.json").read_text())["training"]["history"][0]["train_loss"] != first
+
+
+def test_item_table_starts_at_categories_where_items_have_few_events(runs, tmp_path):
+    """auto reads the log: the tiny world's items have about 100 training events each, so they start at random as
+    before and the run says why; --item_table_init categories starts them at their category vectors (a different first
+    epoch), and a catalogue with a few events per item gets that start by default."""
+    from hf_interest.training.tasks import CATEGORY_START_EVENTS_PER_ITEM
+
+    line = next(line for line in runs["full_log"].splitlines() if line.startswith("item table: random start"))
+    per_item = float(line.split("the default: ")[1].split(" training events")[0])
+    assert per_item >= CATEGORY_START_EVENTS_PER_ITEM
+    categories = tmp_path / "categories"
+    run = _run("train.py", *TINY, "--item_table_init", "categories", "--output_dir", str(categories))  # same schedule
+    assert "item table: starts at its items' category vectors (16 categories; 0 items without" in run.stdout
+    first = json.loads((runs["full"] / "eval_results.json").read_text())["training"]["history"][0]["train_loss"]
+    assert json.loads((categories / "eval_results.json").read_text())["training"]["history"][0]["train_loss"] != first
+    many = _run("train.py", *tiny_train_args(48, 16, 1), "--synthetic_num_items", "3000", "--max_steps", "1",
+                "--output_dir", str(tmp_path / "many"))  # fmt: skip
+    line = next(line for line in many.stdout.splitlines() if line.startswith("item table: starts at"))
+    assert float(line.split("; the default: ")[1].split(" training events")[0]) < CATEGORY_START_EVENTS_PER_ITEM
 
 
 def test_max_steps_below_one_is_refused():

@@ -10,7 +10,12 @@ from hf_interest.data import DataCollatorForInterest
 from hf_interest.metrics import PopularityRecommender, RankingAccumulator
 from hf_interest.training import EvalCollator, LengthGroupedSampler, evaluate_next_item, window_starts
 from hf_interest.training.arguments import FULL_SOFTMAX_MAX_ITEMS, resolve_loss_type
-from hf_interest.training.tasks import start_item_bias_at_popularity
+from hf_interest.training.tasks import (
+    CATEGORY_START_STD,
+    item_category_weights,
+    start_item_bias_at_popularity,
+    start_item_table_at_categories,
+)
 
 
 @pytest.mark.parametrize("window", [2, 3, 5, 11])
@@ -145,3 +150,55 @@ def test_item_bias_starts_at_log_popularity_so_a_new_model_ranks_by_popularity()
     assert after == list(range(3, 13)) != before  # the 10 most counted items, in order; not so from a zero bias
     with pytest.raises(ValueError, match="item_counts has shape"):
         start_item_bias_at_popularity(model, counts[:-1])
+
+
+def test_item_table_starts_at_category_vectors_shared_by_the_items_of_a_category():
+    """--item_table_init categories: each row gains the mean of its categories' vectors (drawn from the seed alone),
+    so items of one category share a direction; rows without a category (specials, padding) are unchanged, the tied
+    output side reads the same table, and the global random stream is not touched."""
+    num_items, categories = 60, 4
+    model = InterestForNextItemPrediction(
+        InterestConfig(num_items=num_items, hidden_size=32, max_position_embeddings=8, pad_token_id=0)
+    )
+    before = model.get_input_embeddings().weight.detach().clone()
+    weights = torch.zeros(num_items, categories)
+    weights[3:, :] = torch.nn.functional.one_hot(torch.arange(3, num_items) % categories, categories).float()
+    weights[5] = torch.tensor([0.5, 0.5, 0.0, 0.0])  # an item of two categories: the mean of their vectors
+    torch.manual_seed(7)
+    expected_next_draw = torch.rand(1)
+    torch.manual_seed(7)
+    start_item_table_at_categories(model, weights, seed=3)
+    assert torch.equal(torch.rand(1), expected_next_draw)
+    added = model.get_input_embeddings().weight.detach() - before
+    assert torch.equal(added[:3], torch.zeros(3, 32))  # specials and the padding row
+    centroids = torch.randn(categories, 32, generator=torch.Generator().manual_seed(3)) * CATEGORY_START_STD
+    torch.testing.assert_close(added[4], centroids[0])  # item i is of category i % 4
+    torch.testing.assert_close(added[7], centroids[3])
+    torch.testing.assert_close(added[5], (centroids[0] + centroids[1]) / 2)
+    assert torch.equal(model.item_head.weight, model.get_input_embeddings().weight)  # tied: scored by category too
+    # items of a category are now closer to each other than to other categories' items
+    table = torch.nn.functional.normalize(model.get_input_embeddings().weight.detach()[3:], dim=-1)
+    same = (torch.arange(3, num_items) % categories)[:, None] == (torch.arange(3, num_items) % categories)[None, :]
+    cosine = table @ table.T
+    assert cosine[same & ~torch.eye(num_items - 3, dtype=torch.bool)].mean() > cosine[~same].mean() + 0.3
+    with pytest.raises(ValueError, match="weights has 59 rows"):
+        start_item_table_at_categories(model, weights[1:], seed=3)
+
+
+def test_category_start_needs_categories_and_says_so():
+    """An items table without a categories column, or none at all, is a clear error naming the flag."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from hf_interest.tokenization_interest import ItemTokenizer
+    from hf_interest.training.arguments import DataArguments
+
+    tokenizer = ItemTokenizer.from_items(["a", "b"])
+    for items in (None, Dataset.from_dict({"item_id": ["a", "b"], "title": ["A", "B"]})):
+        with pytest.raises(ValueError, match="--item_table_init categories needs the items' categories"):
+            item_category_weights(SimpleNamespace(items=items), tokenizer, DataArguments())
+    with_categories = Dataset.from_dict({"item_id": ["a", "b"], "categories": [["x"], ["x", "y"]]})
+    weights, names, without = item_category_weights(SimpleNamespace(items=with_categories), tokenizer, DataArguments())
+    assert names == ["x", "y"] and without == 0
+    assert weights[tokenizer.convert_tokens_to_ids("b")].tolist() == [0.5, 0.5]

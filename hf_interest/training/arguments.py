@@ -577,6 +577,18 @@ class LoopArguments:
             "bias starts at 0 (the default before 2026-12-07). Not applied with --init_from, which keeps its weights."
         },
     )
+    item_table_init: str = field(
+        default="auto",
+        metadata={
+            "help": "Start of the item table of a new next-item model. 'categories': each item's row is the usual "
+            "random start plus the mean of its categories' vectors (one random vector per category of the items "
+            "table, drawn from --seed), so the items of a category share a direction from the first step: every event "
+            "of the category teaches the model that direction, and an item seen a handful of times (a large "
+            "catalogue) is placed by its category (docs/scale.md). 'random': the table's random start alone (as "
+            "before 2026-12-07). 'auto': categories where the log's items table has a categories column, "
+            "random otherwise. Not applied with --init_from, which keeps its weights."
+        },
+    )
     ema_decay: float | None = field(
         default=None,
         metadata={
@@ -648,6 +660,7 @@ class LoopArguments:
         _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("item_table_updates", self.item_table_updates, ("auto", "dense", "lazy"))
         _check_choice("item_bias_init", self.item_bias_init, ("popularity", "zero"))
+        _check_choice("item_table_init", self.item_table_init, ("auto", "random", "categories"))
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema_decay must be in [0, 1) (0: off), got {self.ema_decay}.")
         if self.stop_after_epochs is not None and self.stop_after_epochs < 1:
@@ -756,6 +769,7 @@ def check_arguments(
             "--exclude_items_file": data_args.exclude_items_file,
             "--exclude_users_file": data_args.exclude_users_file,
             "--validation_users": train_args.validation_users,
+            "--item_table_init categories": train_args.item_table_init == "categories",
         }
         if given := [name for name, value in unsupported.items() if value]:
             raise ValueError(
@@ -767,6 +781,12 @@ def check_arguments(
                 f"--metric_for_best_model {train_args.metric_for_best_model} is a ranking metric of next-item; "
                 f"--task {train_args.task} keeps the epoch with the best validation {best}: leave it out."
             )
+    text_only = model_args is not None and model_args.item_representation == "text"
+    if train_args.item_table_init == "categories" and text_only:
+        raise ValueError(
+            "--item_table_init categories starts the item id table, and --item_representation text has none: use id "
+            "or id+text, or leave --item_table_init out."
+        )
     if train_args.ema_decay and (train_args.lora_r or train_args.text_encoder_lora_r):
         raise ValueError(
             "--ema_decay averages the whole model: it does not combine with --lora_r or --text_encoder_lora_r; "

@@ -125,6 +125,16 @@ class NextItemTask:
             if train_args.item_bias_init == "popularity":
                 start_item_bias_at_popularity(self.model, self.popularity.item_counts)
                 log("item bias: starts at log(1 + training count), centred (--item_bias_init popularity)")
+            start, why = resolve_item_table_init(
+                train_args.item_table_init, data, self.model.config, self.popularity.item_counts
+            )
+            if start == "categories":
+                weights, names, without = item_category_weights(data, self.tokenizer, data_args)
+                start_item_table_at_categories(self.model, weights, train_args.seed)
+                why = f"{len(names):,} categories; {without:,} items without one start as before; {why}"
+                log(f"item table: starts at its items' category vectors ({why})")
+            elif why:
+                log(f"item table: random start ({why})")
             if self.model.transition_prior is not None:
                 log(start_transition_prior(self.model, transitions))
         if self.model.config.loss_type == "sampled_softmax":
@@ -387,6 +397,75 @@ def start_item_bias_at_popularity(model, item_counts) -> None:
         raise ValueError(f"item_counts has shape {tuple(counts.shape)}, the item bias {tuple(bias.shape)}.")
     prior = counts.clamp(min=0).log1p()
     bias.copy_((prior - prior.mean()).to(bias))
+
+
+CATEGORY_START_STD = 0.05
+"""Spread of each category's start vector per dimension (`--item_table_init categories`): 2.5x the item table's own
+random start (`initializer_range` 0.02), so the shared direction dominates an item's row until its events move it."""
+
+
+CATEGORY_START_EVENTS_PER_ITEM = 20
+"""`--item_table_init auto` starts the item table at the category vectors below this many training events per item
+(measured: a gain at 3.8, level at 58; docs/scale.md)."""
+
+
+def resolve_item_table_init(choice: str, data, config: InterestConfig, item_counts) -> tuple[str, str]:
+    """
+    `--item_table_init` and what to log about it. 'auto' is 'categories' where the log's items table has a categories
+    column, the model an item id table (not `item_representation="text"`), and the training split fewer than
+    `CATEGORY_START_EVENTS_PER_ITEM` events per item: where an item's own row learns from a handful of events. Above
+    it the rows learn on their own, and on MovieLens-100K (58 per item) the category start measured level (3 seeds;
+    docs/scale.md), so those runs train as before.
+    """
+    if choice != "auto":
+        return choice, f"--item_table_init {choice}"
+    items = getattr(data, "items", None)
+    if items is None or "categories" not in items.column_names or config.item_representation == "text":
+        return "random", ""
+    counts = torch.as_tensor(item_counts, dtype=torch.float64)
+    per_item = float(counts.sum() / max(int((counts > 0).sum()), 1))
+    if per_item < CATEGORY_START_EVENTS_PER_ITEM:
+        return "categories", (
+            f"the default: {per_item:.1f} training events per item, under {CATEGORY_START_EVENTS_PER_ITEM}; "
+            "--item_table_init random for off"
+        )
+    return "random", (
+        f"the default: {per_item:.1f} training events per item, at least {CATEGORY_START_EVENTS_PER_ITEM}; "
+        "--item_table_init categories to start the items at their categories' vectors"
+    )
+
+
+def item_category_weights(data, tokenizer, data_args: DataArguments):
+    """`category_weight_matrix` of the log's items table for `--item_table_init categories`, or a clear error where
+    the items have no categories."""
+    items = getattr(data, "items", None)
+    if items is None or "categories" not in items.column_names:
+        raise ValueError(
+            "--item_table_init categories needs the items' categories (an items table with a categories column: "
+            "--item_file / the log's item columns); this log has none: leave it out."
+        )
+    return category_weight_matrix(items, tokenizer, primary_only=data_args.primary_category_only)
+
+
+def start_item_table_at_categories(model, weights, seed: int) -> None:
+    """
+    Adds to each row of a new next-item model's item table the mean of its categories' vectors: one vector per
+    category, `CATEGORY_START_STD` per dimension, drawn from its own generator seeded with `seed` (the run's other
+    random draws are unchanged). `weights` `(num_items, C)`: item -> category weights (`category_weight_matrix`; zero
+    rows, such as the special tokens and the padding row, add nothing).
+
+    Why: the items of a category then share a direction from the first step. The model learns to point its states
+    along it from every event of the category, so an item seen a handful of times, which its own row cannot place, is
+    scored by its category (docs/scale.md: 1M events over 1M items, 3.8 events per item).
+    """
+    weights = torch.as_tensor(weights, dtype=torch.float32)
+    table = model.get_input_embeddings().weight
+    if weights.shape[0] != table.shape[0]:
+        raise ValueError(f"weights has {weights.shape[0]} rows, the item table {table.shape[0]}.")
+    generator = torch.Generator().manual_seed(seed)
+    centroids = torch.randn(weights.shape[1], table.shape[1], generator=generator) * CATEGORY_START_STD
+    with torch.no_grad():
+        table.add_((weights @ centroids).to(table))
 
 
 def start_transition_prior(model, transitions: TransitionRecommender) -> str:
