@@ -585,8 +585,9 @@ class LoopArguments:
             "table, drawn from --seed), so the items of a category share a direction from the first step: every event "
             "of the category teaches the model that direction, and an item seen a handful of times (a large "
             "catalogue) is placed by its category (docs/scale.md). 'random': the table's random start alone (as "
-            "before 2026-12-07). 'auto': categories where the log's items table has a categories column, "
-            "random otherwise. Not applied with --init_from, which keeps its weights."
+            "before 2026-12-07). 'auto': categories where the log's items table has a categories column and the "
+            "training split has fewer than 20 events per item, random otherwise. Not applied with --init_from, which "
+            "keeps its weights."
         },
     )
     ema_decay: float | None = field(
