@@ -13,6 +13,7 @@ from hf_interest.training.arguments import FULL_SOFTMAX_MAX_ITEMS, resolve_loss_
 from hf_interest.training.tasks import (
     CATEGORY_START_STD,
     item_category_weights,
+    item_table_start,
     start_item_bias_at_popularity,
     start_item_table_at_categories,
 )
@@ -202,3 +203,19 @@ def test_category_start_needs_categories_and_says_so():
     weights, names, without = item_category_weights(SimpleNamespace(items=with_categories), tokenizer, DataArguments())
     assert names == ["x", "y"] and without == 0
     assert weights[tokenizer.convert_tokens_to_ids("b")].tolist() == [0.5, 0.5]
+    # auto: a categories column without any category (a plain log's items) keeps the random start, without an error;
+    # with categories and few events per item it starts from them; explicit 'categories' without any is an error
+    config, few = InterestConfig(num_items=len(tokenizer)), SimpleNamespace(item_counts=np.array([0, 0, 0, 2, 3]))
+    empty = SimpleNamespace(items=Dataset.from_dict({"item_id": ["a", "b"], "categories": [[], []]}))
+    assert item_table_start("auto", empty, tokenizer, DataArguments(), config, few) == (None, "")
+    with pytest.raises(ValueError, match="--item_table_init categories: No item has a category"):
+        item_table_start("categories", empty, tokenizer, DataArguments(), config, few)
+    found, why = item_table_start(
+        "auto", SimpleNamespace(items=with_categories), tokenizer, DataArguments(), config, few
+    )
+    assert found[1] == ["x", "y"] and "2.5 training events per item, under 20" in why
+    many = SimpleNamespace(item_counts=np.array([0, 0, 0, 50, 60]))
+    found, why = item_table_start(
+        "auto", SimpleNamespace(items=with_categories), tokenizer, DataArguments(), config, many
+    )
+    assert found is None and "55.0 training events per item, at least 20" in why

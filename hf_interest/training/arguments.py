@@ -525,7 +525,7 @@ class LoopArguments:
             "help": "Validate every epoch on a fixed random sample of this many users (drawn once from --seed, the "
             "same users every epoch) instead of all of them: for logs where scoring every user against a large "
             "catalogue costs about as much as an epoch (10M events x 1M items: docs/scale.md). The run states the "
-            "sample and the 95% bound on its sampling error; the test split, and evaluate.py, score every user. "
+            "sample and a bound on its sampling error; the test split, and evaluate.py, score every user. "
             "Next-item training over in-memory data."
         },
     )

@@ -125,11 +125,11 @@ class NextItemTask:
             if train_args.item_bias_init == "popularity":
                 start_item_bias_at_popularity(self.model, self.popularity.item_counts)
                 log("item bias: starts at log(1 + training count), centred (--item_bias_init popularity)")
-            start, why = resolve_item_table_init(
-                train_args.item_table_init, data, self.model.config, self.popularity.item_counts
+            categories, why = item_table_start(
+                train_args.item_table_init, data, self.tokenizer, data_args, self.model.config, self.popularity
             )
-            if start == "categories":
-                weights, names, without = item_category_weights(data, self.tokenizer, data_args)
+            if categories is not None:
+                weights, names, without = categories
                 start_item_table_at_categories(self.model, weights, train_args.seed)
                 why = f"{len(names):,} categories; {without:,} items without one start as before; {why}"
                 log(f"item table: starts at its items' category vectors ({why})")
@@ -409,29 +409,36 @@ CATEGORY_START_EVENTS_PER_ITEM = 20
 (measured on test: gains at 3.8, 11.4 and 13.0 events per item, level at 58 on MovieLens-100K; docs/scale.md)."""
 
 
-def resolve_item_table_init(choice: str, data, config: InterestConfig, item_counts) -> tuple[str, str]:
+def item_table_start(choice: str, data, tokenizer, data_args: DataArguments, config: InterestConfig, popularity):
     """
-    `--item_table_init` and what to log about it. 'auto' is 'categories' where the log's items table has a categories
-    column, the model an item id table (not `item_representation="text"`), and the training split fewer than
-    `CATEGORY_START_EVENTS_PER_ITEM` events per item: where an item's own row learns from a handful of events. Above
-    it the rows learn on their own, and on MovieLens-100K (58 per item) the category start measured level (3 seeds;
-    docs/results.md), so those runs train as before.
+    `--item_table_init`: `(categories, why)`, with `categories` the `category_weight_matrix` result to start the item
+    table from (None: the random start) and `why` what the run logs. 'auto' starts from the categories where the
+    log's items carry some, the model has an item id table (not `item_representation="text"`) and the training split
+    has fewer than `CATEGORY_START_EVENTS_PER_ITEM` events per item: where an item's own row learns from a handful of
+    events. Above it the rows learn on their own, and on MovieLens-100K (58 per item) the category start measured
+    level (3 seeds; docs/results.md), so those runs train as before. 'categories' without any is a clear error.
     """
-    if choice != "auto":
-        return choice, f"--item_table_init {choice}"
+    if choice == "random":
+        return None, ""
+    if choice == "categories":
+        return item_category_weights(data, tokenizer, data_args), "--item_table_init categories"
     items = getattr(data, "items", None)
     if items is None or "categories" not in items.column_names or config.item_representation == "text":
-        return "random", ""
-    counts = torch.as_tensor(item_counts, dtype=torch.float64)
+        return None, ""
+    counts = torch.as_tensor(popularity.item_counts, dtype=torch.float64)
     per_item = float(counts.sum() / max(int((counts > 0).sum()), 1))
-    if per_item < CATEGORY_START_EVENTS_PER_ITEM:
-        return "categories", (
-            f"the default: {per_item:.1f} training events per item, under {CATEGORY_START_EVENTS_PER_ITEM}; "
-            "--item_table_init random for off"
+    if per_item >= CATEGORY_START_EVENTS_PER_ITEM:
+        return None, (
+            f"the default: {per_item:.1f} training events per item, at least {CATEGORY_START_EVENTS_PER_ITEM}; "
+            "--item_table_init categories to start the items at their categories' vectors"
         )
-    return "random", (
-        f"the default: {per_item:.1f} training events per item, at least {CATEGORY_START_EVENTS_PER_ITEM}; "
-        "--item_table_init categories to start the items at their categories' vectors"
+    try:
+        categories = category_weight_matrix(items, tokenizer, primary_only=data_args.primary_category_only)
+    except ValueError:  # a categories column without any category: nothing to start from
+        return None, ""
+    return categories, (
+        f"the default: {per_item:.1f} training events per item, under {CATEGORY_START_EVENTS_PER_ITEM}; "
+        "--item_table_init random for off"
     )
 
 
@@ -445,7 +452,10 @@ def item_category_weights(data, tokenizer, data_args: DataArguments):
             "such as a RecBole .item or MovieLens u.item file beside the log; docs/data.md); this log has none: leave "
             "it out."
         )
-    return category_weight_matrix(items, tokenizer, primary_only=data_args.primary_category_only)
+    try:
+        return category_weight_matrix(items, tokenizer, primary_only=data_args.primary_category_only)
+    except ValueError as error:
+        raise ValueError(f"--item_table_init categories: {error} Leave the flag out.") from None
 
 
 def start_item_table_at_categories(model, weights, seed: int) -> None:
