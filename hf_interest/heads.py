@@ -66,7 +66,7 @@ def category_weight_matrix(items, vocabulary, column: str = "categories", primar
             continue
         weights[row, [column_of[str(c)] for c in cats]] = 1.0 / len(cats)
     if not names:
-        raise ValueError(f"No item has a category in column {column!r}: the forecasting head needs categories.")
+        raise ValueError(f"No item has a category in column {column!r}: give the items table their categories.")
     return weights, names, without
 
 

@@ -125,16 +125,8 @@ class NextItemTask:
             if train_args.item_bias_init == "popularity":
                 start_item_bias_at_popularity(self.model, self.popularity.item_counts)
                 log("item bias: starts at log(1 + training count), centred (--item_bias_init popularity)")
-            categories, why = item_table_start(
-                train_args.item_table_init, data, self.tokenizer, data_args, self.model.config, self.popularity
-            )
-            if categories is not None:
-                weights, names, without = categories
-                start_item_table_at_categories(self.model, weights, train_args.seed)
-                why = f"{len(names):,} categories; {without:,} items without one start as before; {why}"
-                log(f"item table: starts at its items' category vectors ({why})")
-            elif why:
-                log(f"item table: random start ({why})")
+            if line := start_item_table(self.model, data, self.tokenizer, data_args, train_args, self.popularity):
+                log(line)
             if self.model.transition_prior is not None:
                 log(start_transition_prior(self.model, transitions))
         if self.model.config.loss_type == "sampled_softmax":
@@ -407,6 +399,22 @@ random start (`initializer_range` 0.02), so the shared direction dominates an it
 CATEGORY_START_EVENTS_PER_ITEM = 20
 """`--item_table_init auto` starts the item table at the category vectors below this many training events per item
 (measured on test: gains at 3.8, 11.4 and 13.0 events per item, level at 58 on MovieLens-100K; docs/scale.md)."""
+
+
+def start_item_table(model, data, tokenizer, data_args: DataArguments, train_args, popularity) -> str:
+    """Starts a new model's item table as `--item_table_init` says (`item_table_start`); returns the line the run logs
+    ("" when there is nothing to say)."""
+    categories, why = item_table_start(
+        train_args.item_table_init, data, tokenizer, data_args, model.config, popularity
+    )
+    if categories is None:
+        return f"item table: random start ({why})" if why else ""
+    weights, names, without = categories
+    start_item_table_at_categories(model, weights, train_args.seed)
+    return (
+        f"item table: starts at its items' category vectors ({len(names):,} categories; {without:,} items without "
+        f"one start as before; {why})"
+    )
 
 
 def item_table_start(choice: str, data, tokenizer, data_args: DataArguments, config: InterestConfig, popularity):
