@@ -9,7 +9,7 @@ and the exact optimum of the synthetic world, by the same evaluation code.
 The world is the library's synthetic drifting-interest generator with item-to-item structure
 (`--successor_probability`, default 0.3: a sequel, the next episode). A cell of E events over N items has E / 60 users
 (20-100 events each, 60 on average). Per cell it records, on the test split (leave-one-out, full ranking over the
-whole catalogue, items of the history excluded except the target):
+whole catalogue, items of the history excluded, a target among them counted as a miss, as served):
 - NDCG@10 and HR@10 of the model, the transition and history-category baselines, popularity, and the optimum
   (`SyntheticInterestData.next_item_probs`, ranked with the same exclusions; it knows the latent regime, which a model
   can only infer from the history, so it is an upper bound), each also as a fraction of the optimum's NDCG@10;

@@ -105,8 +105,9 @@ class InterestConfig(PretrainedConfig):
             Negatives sampled per batch when `loss_type="sampled_softmax"`.
         loss_exclude_seen (`bool`, defaults to `True`):
             Train under the `exclude_seen` ranking protocol: at each position, the items already in the history
-            (other than the target) are left out of the softmax, as they are left out of the ranking when
-            recommending with `exclude_seen=True` (the default). The model then spends no capacity pushing down items
+            are left out of the softmax, as they are left out of the ranking when recommending with
+            `exclude_seen=True` (the default), and a position whose target is one of them (a repeat) is left out of
+            the loss, as such a target can never be recommended. The model then spends no capacity pushing down items
             the user has already seen, which raised NDCG@10 on MovieLens-100K (docs/results.md). Scores of
             seen items are then not trained: set it to `False` to rank with `exclude_seen=False` (repeat consumption:
             re-orders, re-watches).

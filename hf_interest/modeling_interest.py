@@ -1341,14 +1341,18 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
     ) -> torch.Tensor:
         num_special = self.config.num_special_tokens
         labelled = labels >= num_special  # -100 and special tokens are never targets
+        # With loss_exclude_seen, the items of the history up to each position leave the softmax, as they leave the
+        # ranking under the exclude_seen protocol, and a position whose target is among them (a repeat) leaves the
+        # loss, as it is a miss there whatever the scores. Needs input_ids aligned with the labels.
+        exclude_seen = self.config.loss_exclude_seen and input_ids is not None and input_ids.shape == labels.shape
+        if exclude_seen:
+            labelled = labelled & ~self.target_seen_before(input_ids, labels)
         hidden = hidden_states[labelled]  # (M, H)
         targets = labels[labelled]  # (M,)
         if targets.numel() == 0:
             return hidden_states.sum() * 0.0
-        # With loss_exclude_seen, the items of the history up to each position (except the target) leave the softmax,
-        # as they leave the ranking under the exclude_seen protocol. Needs input_ids aligned with the labels.
         seen_from = None
-        if self.config.loss_exclude_seen and input_ids is not None and input_ids.shape == labels.shape:
+        if exclude_seen:
             batch_index, position = labelled.nonzero(as_tuple=True)
             seen_from = (input_ids, batch_index, position)
         # the item each state has just read (the transition prior's row); in training, each target's own pair is left
@@ -1361,13 +1365,22 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             excluded = torch.arange(self.config.num_items, device=logits.device) < num_special  # (N,)
             if seen_from is not None:
                 excluded = self.seen_before(*seen_from) | excluded  # (M, N)
-                excluded[torch.arange(targets.numel(), device=logits.device), targets] = False
             losses = self.masked_cross_entropy(logits, targets, excluded)  # (M,)
         else:
             losses = self._sampled_softmax_losses(hidden, targets, seen_from, item_id_keep, previous, prior_targets)
         if num_items_in_batch is not None:
             return losses.sum() / num_items_in_batch
         return losses.mean()
+
+    @staticmethod
+    def target_seen_before(input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """
+        `(B, T)` bool: whether the label at each position (the next item) occurs in its row of `input_ids` at or
+        before that position, i.e. is a repeat of an item the history has already read.
+        """
+        seq_len = input_ids.shape[1]
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=input_ids.device).tril()  # (T, T)
+        return ((labels[:, :, None] == input_ids[:, None, :]) & causal).any(dim=2)
 
     def seen_before(
         self,
@@ -1465,7 +1478,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             return_dict (`bool`, *optional*): return a [`NextItemPredictionOutput`] rather than a tuple.
             num_items_in_batch (`int`, *optional*):
                 Labelled positions across the accumulated batches (passed by `transformers.Trainer` under
-                gradient accumulation); the loss is then a sum divided by it instead of a mean.
+                gradient accumulation); the loss is then a sum divided by it instead of a mean. With
+                `config.loss_exclude_seen`, a position whose target the history has already read adds nothing to
+                the sum (a repeat), so a count that includes such positions scales the loss down by their share.
 
         Returns:
             [`NextItemPredictionOutput`] or a tuple.

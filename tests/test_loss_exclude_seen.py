@@ -1,4 +1,5 @@
-"""`loss_exclude_seen`: the training softmax leaves out the history's items, as exclude_seen ranking does."""
+"""`loss_exclude_seen`: the training softmax leaves out the history's items, as exclude_seen ranking does, and a
+position whose target is one of them (a repeat, a miss under that protocol) leaves the loss."""
 
 import torch
 import torch.nn.functional as F
@@ -19,14 +20,15 @@ def tiny(loss_type="full_softmax", **kwargs):
     return InterestForNextItemPrediction(config).eval()
 
 
-# row 0 is left padded and repeats item 5; row 1's last label (8) is an item it has already seen (a repeat target)
+# row 0 is left padded, repeats item 5 (the label at position 4) and ends on 6 again (its last label); row 1 reads 8
+# twice (the label at position 2) and its last label (8) is an item it has already seen: four repeat targets
 INPUT_IDS = torch.tensor([[0, 0, 5, 6, 7, 5, 9, 10], [3, 4, 8, 8, 11, 12, 13, 14]])
 ATTENTION = (INPUT_IDS != 0).long()
 LABELS = torch.cat([INPUT_IDS[:, 1:], torch.tensor([[6], [8]])], dim=1).masked_fill(ATTENTION == 0, -100)
 
 
 def reference_loss(model):
-    """Cross-entropy written out position by position, with the seen items (not the target) removed by hand."""
+    """Cross-entropy written out position by position: the seen items removed by hand, repeat targets skipped."""
     logits = model(input_ids=INPUT_IDS, attention_mask=ATTENTION).logits
     losses = []
     for b in range(INPUT_IDS.shape[0]):
@@ -34,10 +36,13 @@ def reference_loss(model):
             target = int(LABELS[b, t])
             if target < 3:
                 continue
+            history = INPUT_IDS[b, : t + 1].tolist()
+            if target in history:
+                continue
             row = logits[b, t].clone()
             row[:3] = float("-inf")  # special tokens are never candidates
-            for item in INPUT_IDS[b, : t + 1].tolist():
-                if item >= 3 and item != target:
+            for item in history:
+                if item >= 3:
                     row[item] = float("-inf")
             losses.append(F.cross_entropy(row[None], torch.tensor([target])))
     return torch.stack(losses).mean()
@@ -50,6 +55,22 @@ def test_full_softmax_matches_hand_computation():
     model.config.loss_exclude_seen = False
     plain = model(input_ids=INPUT_IDS, attention_mask=ATTENTION, labels=LABELS).loss
     assert plain > loss  # the seen items took probability mass away from the targets
+
+
+def test_repeat_targets_are_found_and_leave_the_loss():
+    repeat = InterestForNextItemPrediction.target_seen_before(INPUT_IDS, LABELS)
+    assert repeat.nonzero().tolist() == [[0, 4], [0, 7], [1, 2], [1, 7]]
+    model = tiny()
+    only_repeats = LABELS.masked_fill(~repeat, -100)
+    for loss_type in ("full_softmax", "sampled_softmax"):
+        model.config.loss_type = loss_type
+        assert model(input_ids=INPUT_IDS, attention_mask=ATTENTION, labels=only_repeats).loss.item() == 0.0
+    model.config.loss_type = "full_softmax"
+    # the other positions' loss is what it is without the repeat positions labelled at all
+    without = model(input_ids=INPUT_IDS, attention_mask=ATTENTION, labels=LABELS.masked_fill(repeat, -100)).loss
+    torch.testing.assert_close(model(input_ids=INPUT_IDS, attention_mask=ATTENTION, labels=LABELS).loss, without)
+    model.config.loss_exclude_seen = False  # without the protocol, a repeat is a target like any other
+    assert model(input_ids=INPUT_IDS, attention_mask=ATTENTION, labels=only_repeats).loss.item() > 0.0
 
 
 def test_repeat_target_keeps_a_finite_loss_and_gradient():

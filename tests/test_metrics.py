@@ -27,8 +27,8 @@ from hf_interest.metrics import (
 # user 0: target 4 (0.7), seen [2, pad]. Item 0 scores 9.0 but is ignored.
 #   exclude_seen: candidates {1:.5, 3:.3, 4, 5:.1} -> nothing above .7             -> rank 0
 #   keep seen:    item 2 (.9) is above                                              -> rank 1
-# user 1: target 2 (0.8), seen [1, 2, 4]: the target is in its own history.
-#   exclude_seen: candidates {2, 3:.8, 5:.4} (target kept); 3 ties, ties don't count -> rank 0
+# user 1: target 2 (0.8), seen [1, 2, 4]: the target is in its own history (a repeat target).
+#   exclude_seen: 2 leaves the ranking with the history, as serving never returns it -> rank 6 (N), a miss
 #   keep seen:    item 4 (.9) above, item 3 ties                                    -> rank 1
 # user 2: target 5 (0.5), seen [3, pad, pad].
 #   exclude_seen: candidates {1:.9, 2:.8, 4:.6, 5} -> 3 above                       -> rank 3
@@ -46,20 +46,20 @@ SCORES = torch.tensor(
 TARGETS = torch.tensor([4, 2, 5])
 SEEN = torch.tensor([[2, PAD, PAD], [1, 2, 4], [3, PAD, PAD]])
 
-# ranks [0, 0, 3] with exclude_seen:
-#   hr@1 = hr@3 = 2/3 (rank 3 is not < 3), hr@5 = 1
-#   ndcg@5 = (1/log2(2) + 1/log2(2) + 1/log2(5)) / 3 = (2 + 0.430677) / 3
-#   mrr@5 = (1 + 1 + 1/4) / 3 = 0.75
+# ranks [0, 6, 3] with exclude_seen:
+#   hr@1 = hr@3 = 1/3 (rank 3 is not < 3), hr@5 = 2/3
+#   ndcg@5 = (1/log2(2) + 0 + 1/log2(5)) / 3 = (1 + 0.430677) / 3
+#   mrr@5 = (1 + 0 + 1/4) / 3
 EXPECTED_EXCLUDE = {
-    "hr@1": 2 / 3,
-    "hr@3": 2 / 3,
-    "hr@5": 1.0,
-    "ndcg@1": 2 / 3,
-    "ndcg@3": 2 / 3,
-    "ndcg@5": (2 + 1 / math.log2(5)) / 3,
-    "mrr@1": 2 / 3,
-    "mrr@3": 2 / 3,
-    "mrr@5": 0.75,
+    "hr@1": 1 / 3,
+    "hr@3": 1 / 3,
+    "hr@5": 2 / 3,
+    "ndcg@1": 1 / 3,
+    "ndcg@3": 1 / 3,
+    "ndcg@5": (1 + 1 / math.log2(5)) / 3,
+    "mrr@1": 1 / 3,
+    "mrr@3": 1 / 3,
+    "mrr@5": 1.25 / 3,
     "num_users": 3,
 }
 # ranks [1, 1, 4] without exclude_seen:
@@ -93,7 +93,10 @@ def reference_ranks(scores, targets, seen_lists, exclude_seen, ignore_index):
         t = int(targets[u])
         excluded = set(ignore_index)
         if exclude_seen:
-            excluded |= {int(i) for i in seen_lists[u] if int(i) >= 0} - {t}
+            excluded |= {int(i) for i in seen_lists[u] if int(i) >= 0}
+        if t in excluded:  # a repeat target leaves the ranking with the history: a miss
+            ranks.append(len(scores[u]))
+            continue
         ranks.append(sum(1 for i in range(len(scores[u])) if i not in excluded and scores[u][i] > scores[u][t]))
     return ranks
 
@@ -103,7 +106,7 @@ def reference_ranks(scores, targets, seen_lists, exclude_seen, ignore_index):
 
 def test_hand_computed_ranks_and_metrics():
     ranks = ranks_from_scores(SCORES, TARGETS, SEEN, exclude_seen=True, ignore_index=[PAD])
-    assert ranks.tolist() == [0, 0, 3]
+    assert ranks.tolist() == [0, 6, 3]
     assert ranks.dtype == torch.long
     assert_metrics_close(ranking_metrics_from_ranks(ranks, KS), EXPECTED_EXCLUDE)
 
@@ -117,7 +120,7 @@ def test_ignore_index_items_are_never_candidates():
     assert ranks_from_scores(SCORES, TARGETS, exclude_seen=False).tolist() == [2, 1, 4]
     # Padding `seen` with the pad id is harmless once the pad id is ignored; negative padding is ignored too.
     negative_pad = torch.where(SEEN == PAD, torch.full_like(SEEN, -1), SEEN)
-    assert ranks_from_scores(SCORES, TARGETS, negative_pad, ignore_index=[PAD]).tolist() == [0, 0, 3]
+    assert ranks_from_scores(SCORES, TARGETS, negative_pad, ignore_index=[PAD]).tolist() == [0, 6, 3]
 
 
 def test_default_ks_and_keys():
@@ -144,13 +147,21 @@ def test_ties_are_not_strictly_higher():
     assert ranks_from_scores(scores, torch.tensor([0, 3, 5, 9]), exclude_seen=False).tolist() == [1, 1, 1, 1]
 
 
-def test_exclude_seen_never_excludes_the_target():
-    # User 1 of the hand case has its target in `seen`; a target that is excluded would vanish from its own ranking.
-    scores = torch.tensor([[0.0, 0.2, 0.9, 0.5, 0.1]])
-    targets = torch.tensor([3])
-    seen = torch.tensor([[3, 2, 3]])  # target present (twice) plus a stronger item
-    assert ranks_from_scores(scores, targets, seen, ignore_index=[0]).tolist() == [0]
-    assert ranks_from_scores(scores, targets, seen, exclude_seen=False, ignore_index=[0]).tolist() == [1]
+def test_a_repeat_target_leaves_the_ranking_with_the_history():
+    # Keeping the target while removing the rest of the history would leak it: the one history item left in the
+    # ranking would be the answer. Serving with exclude_seen never returns it, so it is a miss: rank N.
+    scores = torch.tensor([[0.0, 0.2, 0.9, 0.5, 0.1], [0.0, 0.2, 0.9, 0.5, 0.1]])
+    targets = torch.tensor([3, 4])
+    seen = torch.tensor([[3, 2, 3], [2, 0, 0]])  # row 0: the target (twice) and a stronger item
+    assert ranks_from_scores(scores, targets, seen, ignore_index=[0]).tolist() == [5, 2]
+    assert ranks_from_scores(scores, targets, seen, exclude_seen=False, ignore_index=[0]).tolist() == [1, 3]
+    metrics = ranking_metrics_from_ranks(ranks_from_scores(scores, targets, seen, ignore_index=[0]), (1, 5))
+    assert metrics["hr@5"] == 0.5 and metrics["hr@1"] == 0.0
+    # the removed target may hold anything, as every removed item may
+    scores[0, 3] = float("-inf")
+    assert ranks_from_scores(scores, targets, seen, ignore_index=[0]).tolist() == [5, 2]
+    with pytest.raises(ValueError, match="1 of 2 rows"):
+        ranks_from_scores(scores, targets, seen, exclude_seen=False, ignore_index=[0])
 
 
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
@@ -165,7 +176,7 @@ def test_non_finite_target_raises_and_non_candidates_may_hold_inf():
     scores = SCORES.clone()
     scores[:, 0] = float("-inf")  # the ignored pad column: allowed
     scores[0, 2] = float("nan")  # user 0's seen item, excluded: allowed
-    assert ranks_from_scores(scores, TARGETS, SEEN, ignore_index=[PAD]).tolist() == [0, 0, 3]
+    assert ranks_from_scores(scores, TARGETS, SEEN, ignore_index=[PAD]).tolist() == [0, 6, 3]
     # ... but the same NaN is a candidate once seen items are kept.
     with pytest.raises(ValueError, match="1 of 3 rows"):
         ranks_from_scores(scores, TARGETS, SEEN, exclude_seen=False, ignore_index=[PAD])
@@ -300,6 +311,10 @@ def test_torch_evaluate_and_reference_agree(random_case, ranking_metric, exclude
     default, with_seen = ranking_metric
     common = {"exclude_seen": exclude_seen, "k_values": list(ks), "ignore_index": SPECIALS}
     from_kwarg = default.compute(predictions=scores.tolist(), references=targets.tolist(), seen=seen_lists, **common)
+    repeats = sum(int(t) in set(s) for t, s in zip(targets.tolist(), seen_lists, strict=True))
+    assert repeats > 0  # the case has repeat targets, so their removal is checked
+    if exclude_seen:
+        torch_metrics["targets_in_history"] = repeats
     assert_metrics_close(from_kwarg, torch_metrics)
 
     # The "with_seen" config takes seen as a column, fed in uneven batches through add_batch.
@@ -330,7 +345,7 @@ def test_evaluate_module_hand_case(ranking_metric):
         "k_values": list(KS),
         "ignore_index": [0],
     }
-    assert_metrics_close(default.compute(seen=SEEN.tolist(), **common), EXPECTED_EXCLUDE)
+    assert_metrics_close(default.compute(seen=SEEN.tolist(), **common), {**EXPECTED_EXCLUDE, "targets_in_history": 1})
     assert_metrics_close(default.compute(exclude_seen=False, **common), EXPECTED_KEEP)
 
 
@@ -347,7 +362,12 @@ def test_accumulator_matches_one_shot(random_case, exclude_seen):
     for start, stop in [(0, 7), (7, 40), (40, NUM_USERS)]:
         acc.update(scores[start:stop], targets[start:stop], seen[start:stop])
     assert acc.compute() == one_shot
-    assert acc.protocol == ranking_protocol("validation", NUM_ITEMS, exclude_seen=exclude_seen, ignore_index=SPECIALS)
+    repeats = int((seen == targets[:, None]).any(dim=1).sum())
+    counted = {"targets_in_history": repeats, "num_targets": NUM_USERS} if exclude_seen else {}
+    assert acc.protocol == ranking_protocol(
+        "validation", NUM_ITEMS, exclude_seen=exclude_seen, ignore_index=SPECIALS, **counted
+    )
+    assert acc.protocol.get("targets_in_history") == (repeats if exclude_seen else None)
     assert acc.protocol["num_candidates"] == NUM_ITEMS - 3
 
     # A gather function (accelerator.gather_for_metrics in real runs) is applied before the ranks are stored.
@@ -393,19 +413,19 @@ def test_popularity_scored_by_the_same_code():
     assert scores.shape == (3, 6)
     # Scores [pad 1, 1:4, 2:6, 3:5, 4:3, 5:2], the hand case's targets [4, 2, 5] and seen, exclude_seen on:
     #   user 0: target 4 (3), candidates {1:4, 3:5, 5:2} (2 seen) -> 1, 3 above -> rank 2
-    #   user 1: target 2 (6), candidates {3:5, 5:2}                -> rank 0
+    #   user 1: target 2, in its history: removed with it           -> rank 6, a miss
     #   user 2: target 5 (2), candidates {1:4, 2:6, 4:3} (3 seen) -> rank 3
     ranks = ranks_from_scores(scores, TARGETS, SEEN, ignore_index=[PAD])
-    assert ranks.tolist() == [2, 0, 3]
+    assert ranks.tolist() == [2, 6, 3]
     metrics = ranking_metrics_from_ranks(ranks, KS)
-    # hr@3 = 2/3, ndcg@3 = (1/log2(4) + 1) / 3 = 0.5, mrr@5 = (1/3 + 1 + 1/4) / 3
-    assert metrics["hr@3"] == pytest.approx(2 / 3)
-    assert metrics["ndcg@3"] == pytest.approx(0.5)
-    assert metrics["mrr@5"] == pytest.approx((1 / 3 + 1 + 1 / 4) / 3)
+    # hr@3 = 1/3, ndcg@3 = 1/log2(4) / 3 = 1/6, mrr@5 = (1/3 + 1/4) / 3
+    assert metrics["hr@3"] == pytest.approx(1 / 3)
+    assert metrics["ndcg@3"] == pytest.approx(1 / 6)
+    assert metrics["mrr@5"] == pytest.approx((1 / 3 + 1 / 4) / 3)
 
     # Raw counts leave ties to the ranking, where they favour the target: user 0 and user 2 each climb.
     none = PopularityRecommender.from_sequences(TRAIN, num_items=6, ignore_index=[PAD], tie_break="none")
-    assert ranks_from_scores(none.full_sort_scores(3), TARGETS, SEEN, ignore_index=[PAD]).tolist() == [1, 0, 1]
+    assert ranks_from_scores(none.full_sort_scores(3), TARGETS, SEEN, ignore_index=[PAD]).tolist() == [1, 6, 1]
 
 
 def test_popularity_validation():

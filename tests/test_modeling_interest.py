@@ -546,7 +546,9 @@ def test_num_items_in_batch_scales_a_summed_loss(tester):
     labels = torch.randint(3, tester.num_items, (tester.batch_size, tester.seq_len))
     labels = labels.masked_fill(inputs["attention_mask"] == 0, -100)
     mean = model(**inputs, labels=labels).loss
-    count = int((labels >= 3).sum())
+    # the positions that count: labelled, and (loss_exclude_seen) not a repeat of an item the history has read
+    repeat = model.target_seen_before(inputs["input_ids"], labels) if model.config.loss_exclude_seen else False
+    count = int(((labels >= 3) & ~repeat).sum())
     summed = model(**inputs, labels=labels, num_items_in_batch=2 * count).loss
     torch.testing.assert_close(summed, mean / 2)
 

@@ -106,7 +106,7 @@ def _rows_batch(seed: int = 0):
     labels[:, -1] = -100
     labels[mask == 0] = -100
     labels[2] = -100  # a row without a target: its loss and gradient are zero
-    labels[3, 2] = labels[3, 1]  # a target already in the history (loss_exclude_seen keeps the target itself in)
+    labels[3, 2] = labels[3, 1]  # a target already in the history (a repeat: loss_exclude_seen leaves it out)
     times = torch.cumsum(torch.randint(0, 5000, (4, 8), generator=generator), 1)
     return {"input_ids": ids, "attention_mask": mask, "timestamps": times, "labels": labels}
 

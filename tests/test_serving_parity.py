@@ -64,9 +64,8 @@ def _train_args(dataset: str) -> list[str]:
 
 
 def _write_log(folder, timed: bool) -> str:
-    """The synthetic world as a CSV log (with or without a time column), each user's repeats of an item dropped: with
-    no repeat target, evaluation's `exclude_seen` (which keeps a repeated target rankable) and serving's (which never
-    returns a seen item) must agree exactly. `test_repeat_targets_are_the_only_difference` covers the repeats."""
+    """The synthetic world as a CSV log (with or without a time column), each user's repeats of an item dropped, as in
+    a log of ratings; `test_repeat_targets_are_misses_served_and_evaluated` covers a log with repeats."""
     data = generate_synthetic_interests(SyntheticConfig(num_users=60, num_items=NUM_ITEMS, seed=0)).to_behavior_data()
     rows = ["user_id,item_id,timestamp" if timed else "user_id,item_id"]
     for row in data.sequences["test"]:  # a test row holds every event of its user: the history, then the target
@@ -207,10 +206,11 @@ def test_padding_side_and_exclusions_mean_the_same_on_every_path(served_run, tmp
 
 
 @pytest.mark.slow
-def test_repeat_targets_are_the_only_difference(tmp_path):
-    """On a world with re-consumption, evaluation's `exclude_seen` keeps a target the user already had rankable (the
-    protocol of ARCHITECTURE.md), while no serving path ever returns a seen item. Served ranks equal evaluation's for
-    every user whose target is new, and every repeated target is a miss when served: the difference README states."""
+def test_repeat_targets_are_misses_served_and_evaluated(tmp_path):
+    """On a world with re-consumption: no serving path ever returns a seen item, and evaluation's `exclude_seen`
+    removes a target the user already had with the rest of the history (ARCHITECTURE.md kept it rankable, which let a
+    model score what serving cannot give). Served ranks equal evaluation's for every user, repeats included, and the
+    run's HR@10 is the served lists' exactly; the protocol states how many targets were repeats."""
     from hf_interest.data import encode_sequences
     from hf_interest.metrics import ranks_from_scores
     from hf_interest.training.evaluation import eval_dataloader
@@ -238,12 +238,12 @@ def test_repeat_targets_are_the_only_difference(tmp_path):
     assert 0 < sum(repeats) < len(repeats)  # the world has both kinds
     for user, (answer, target, repeat) in enumerate(zip(answers, targets, repeats)):
         served_rank = answer.index(target) if target in answer else None
+        assert served_rank == (evaluated[user] if evaluated[user] < 10 else None)
         if repeat:
-            assert served_rank is None  # never served: it was seen
-        else:
-            assert served_rank == (evaluated[user] if evaluated[user] < 10 else None)
-    hits_lost = sum(repeat and evaluated[user] < 10 for user, repeat in enumerate(repeats))
-    expected = results["test"]["exclude_seen"]["model"]["hr@10"]
-    assert _metrics(answers, targets, model.config.num_items)["hr@10"] == pytest.approx(
-        expected - hits_lost / len(targets), abs=1e-12
-    )
+            assert served_rank is None and evaluated[user] == model.config.num_items  # never served, a miss scored
+    test = results["test"]["exclude_seen"]
+    assert test["protocol"]["targets_in_history"] == sum(repeats)
+    assert test["protocol"]["num_targets"] == len(targets)
+    served_metrics = _metrics(answers, targets, model.config.num_items)
+    for metric in ("hr@10", "ndcg@10", "mrr@10"):
+        assert served_metrics[metric] == pytest.approx(test["model"][metric], abs=1e-12), metric

@@ -1,10 +1,17 @@
 """Full-ranking metrics for next-item recommendation: ranks, HR@K, NDCG@K and MRR@K.
 
 The protocol is the one in `ARCHITECTURE.md` ("Evaluation protocol"): every user is scored against the whole
-catalogue (no sampled negatives), items already in the user's history are removed from the ranking except the target
-itself (`exclude_seen`, on by default), and
+catalogue (no sampled negatives), items already in the user's history are removed from the ranking (`exclude_seen`, on
+by default), and
 
     rank = number of candidate items scoring strictly higher than the target (0 = top).
+
+Under `exclude_seen` every history item leaves the ranking, the target too when the user has had it before (a repeat
+target): such a target is in no list that serving with `exclude_seen` could return, so it gets rank `N` (the number of
+score columns), past the end of every list, and counts as a miss at every K; `RankingAccumulator.protocol` states how
+many there were. (`ARCHITECTURE.md` keeps the target among the candidates; that leaks the label, since the one history
+item left in the ranking is then the answer, and a model trained the same way learns to score its history high: it
+beat the known optimum of a synthetic world that way. See docs/evaluation.md, "Repeat targets".)
 
 Ties therefore count in the target's favour; a model (or baseline) that gives many items the same score is flattered,
 which is why `PopularityRecommender` breaks its ties before it is scored by this same code. Every candidate score, and
@@ -68,26 +75,29 @@ def ranks_from_scores(
     """Rank each user's target item against the full catalogue.
 
     Candidates are all item indices `0..N-1` except `ignore_index` (special tokens such as pad/unk/mask, never
-    recommendable) and, when `exclude_seen` is on, except the items in the user's history `seen`; the target itself
-    is always a candidate. Nothing is modified in place; beside `scores`, memory is one `(B, N)` boolean and
+    recommendable) and, when `exclude_seen` is on, except the items in the user's history `seen`, the target too: a
+    target in `seen` is then not ranked and gets rank `N`, a miss at every K, as serving with `exclude_seen` never
+    returns it. Nothing is modified in place; beside `scores`, memory is one `(B, N)` boolean and
     `O(B * (L + I))`; the result lives on `scores.device`.
 
     Args:
         scores (`torch.Tensor` of shape `(B, N)`):
             A floating-point score for every item index. Non-candidates may hold anything (e.g. `-inf` at the pad
-            id); every candidate score and the target's score must be finite.
+            id); every candidate score and the target's score must be finite (a target removed as seen may hold
+            anything too).
         targets (`torch.Tensor` of shape `(B,)`):
             The held-out item index of each user (integer dtype).
         seen (`torch.Tensor` of shape `(B, L)`, *optional*):
             Integer item indices of each user's input history, right- or left-padded. Pad with an id that is itself in
             `ignore_index` (e.g. the pad token) or with any negative value; both leave the ranking unchanged.
         exclude_seen (`bool`, defaults to `True`):
-            Remove the history items from the ranking (except the target). Requires `seen`.
+            Remove the history items from the ranking, a target among them included (rank `N`). Requires `seen`.
         ignore_index (iterable of `int`, *optional*):
             Item indices that are never candidates, e.g. `[0, 1, 2]` for pad/unk/mask.
 
     Returns:
-        `torch.Tensor` of shape `(B,)`, dtype long: the number of candidates scoring strictly higher than the target.
+        `torch.Tensor` of shape `(B,)`, dtype long: the number of candidates scoring strictly higher than the target,
+        or `N` for a target removed as seen.
 
     Raises:
         ValueError: on wrong shapes/dtypes, indices out of range, a target in `ignore_index`, `exclude_seen=True`
@@ -199,14 +209,15 @@ def _ranks(scores, targets, seen, ignore, protocols) -> dict[bool, torch.Tensor]
         excluded = torch.sort(excluded, dim=1).values
         distinct = torch.ones_like(excluded, dtype=torch.bool)
         distinct[:, 1:] = excluded[:, 1:] != excluded[:, :-1]
-        # padding (negative) and the target itself (always a candidate) leave the excluded set
-        distinct &= (excluded >= 0) & (excluded != targets.unsqueeze(1))
+        distinct &= excluded >= 0  # padding (negative) leaves the excluded set
         excluded_scores = scores.gather(1, excluded.clamp(min=0))  # (B, I + L)
+        # a target among the excluded items (a repeat target, under exclude_seen) is not ranked: a miss
+        removed = (excluded == targets.unsqueeze(1)).any(dim=1) if exclude_seen else torch.zeros_like(suspect)
         if bool(suspect.any()):
             rows = suspect.nonzero().squeeze(1)
             nonfinite = (~torch.isfinite(scores[rows])).sum(dim=1)
             nonfinite -= (~torch.isfinite(excluded_scores[rows]) & distinct[rows]).sum(dim=1)
-            bad = rows[(nonfinite > 0) | ~torch.isfinite(target_scores[rows, 0])]
+            bad = rows[(nonfinite > 0) | (~torch.isfinite(target_scores[rows, 0]) & ~removed[rows])]
             if bad.numel():
                 raise ValueError(
                     f"{bad.numel()} of {batch_size} rows have non-finite scores (NaN or +/-inf) among the candidate "
@@ -214,7 +225,8 @@ def _ranks(scores, targets, seen, ignore, protocols) -> dict[bool, torch.Tensor]
                     "everything and would fake a perfect hit; fix the model output, or put the special tokens that "
                     "hold -inf in ignore_index."
                 )
-        ranks[exclude_seen] = above.long() - ((excluded_scores > target_scores) & distinct).sum(dim=1)  # (B,)
+        rank = above.long() - ((excluded_scores > target_scores) & distinct).sum(dim=1)  # (B,)
+        ranks[exclude_seen] = rank.masked_fill(removed, num_items)
     return ranks
 
 
@@ -271,6 +283,8 @@ def ranking_protocol(
     *,
     exclude_seen: bool = True,
     ignore_index: Iterable[int] | None = None,
+    targets_in_history: int | None = None,
+    num_targets: int | None = None,
 ) -> dict[str, object]:
     """Describe how a ranking number was computed, to print next to it.
 
@@ -279,13 +293,17 @@ def ranking_protocol(
         num_items (`int`, *optional*): Number of score columns (the item vocabulary size, specials included).
         exclude_seen (`bool`, defaults to `True`): Whether history items were removed from the ranking.
         ignore_index (iterable of `int`, *optional*): Item indices that are never candidates.
+        targets_in_history (`int`, *optional*): With `exclude_seen`, how many targets were already in their user's
+            history, and so removed from the ranking and counted as misses.
+        num_targets (`int`, *optional*): How many targets were ranked (the denominator of `targets_in_history`).
 
     Returns:
         `dict` with `split`, `ranking` ("full ranking"), `exclude_seen`, `rank` (the definition), `num_items`,
-        `num_ignored` and `num_candidates` (catalogue items a user is ranked against before removing their history).
+        `num_ignored` and `num_candidates` (catalogue items a user is ranked against before removing their history),
+        and `targets_in_history` / `num_targets` when given.
     """
     num_ignored = len({int(i) for i in ignore_index}) if ignore_index is not None else 0
-    return {
+    protocol = {
         "split": split,
         "ranking": "full ranking",
         "exclude_seen": bool(exclude_seen),
@@ -294,6 +312,10 @@ def ranking_protocol(
         "num_ignored": num_ignored,
         "num_candidates": None if num_items is None else num_items - num_ignored,
     }
+    if targets_in_history is not None:
+        protocol["targets_in_history"] = int(targets_in_history)
+        protocol["num_targets"] = None if num_targets is None else int(num_targets)
+    return protocol
 
 
 def format_protocol(protocol: Mapping[str, object] | str) -> str:
@@ -304,7 +326,7 @@ def format_protocol(protocol: Mapping[str, object] | str) -> str:
 
     Returns:
         `str`: e.g. `"split=test | full ranking over 1679 candidate items (3 special ids never ranked) | exclude_seen=on
-        (history items removed, target kept) | rank = ..."`.
+        (history items removed; 0 of 943 targets were in the history, misses) | rank = ..."`.
     """
     if isinstance(protocol, str):
         return protocol
@@ -314,7 +336,13 @@ def format_protocol(protocol: Mapping[str, object] | str) -> str:
         ranking += f" over {num_candidates} candidate items"
         if protocol.get("num_ignored"):
             ranking += f" ({protocol['num_ignored']} special ids never ranked)"
-    exclude = "on (history items removed, target kept)" if protocol.get("exclude_seen") else "off"
+    exclude = "off"
+    if protocol.get("exclude_seen"):
+        exclude = "on (history items removed"
+        if protocol.get("targets_in_history") is not None:
+            of = f" of {protocol['num_targets']}" if protocol.get("num_targets") is not None else ""
+            exclude += f"; {protocol['targets_in_history']}{of} targets were in the history, misses"
+        exclude += ")"
     parts = [f"split={protocol.get('split')}", ranking, f"exclude_seen={exclude}", str(protocol.get("rank", ""))]
     if protocol.get("users"):  # a sample of the split's users (`user_sample_description`)
         parts.insert(1, str(protocol["users"]))
@@ -522,8 +550,16 @@ class RankingAccumulator:
     @property
     def protocol(self) -> dict[str, object]:
         """The protocol of these numbers (see `ranking_protocol`); `num_items` is known after the first `update`."""
+        in_history = None
+        if self.exclude_seen and self.num_items is not None:
+            in_history = int((self.ranks >= self.num_items).sum())  # the rank a target removed as seen gets
         return ranking_protocol(
-            self.split, self.num_items, exclude_seen=self.exclude_seen, ignore_index=self.ignore_index
+            self.split,
+            self.num_items,
+            exclude_seen=self.exclude_seen,
+            ignore_index=self.ignore_index,
+            targets_in_history=in_history,
+            num_targets=int(self.ranks.numel()) if in_history is not None else None,
         )
 
     def compute(self) -> dict[str, float | int]:

@@ -106,7 +106,7 @@ def per_user_loss(model, module, batch: dict) -> torch.Tensor:
     users, a user without a label counting zero. Every position of every row is scored through `module` (the model,
     or opacus's wrapper of it), so each row's part of every gradient is separable, as per-sample gradients need. The
     same exclusions as the model's own loss: special tokens never, and with `config.loss_exclude_seen` the history's
-    items up to each position, the target itself kept.
+    items up to each position, a position whose target is among them left out of the loss.
 
     Args:
         model: the `InterestForNextItemPrediction` model (its config, `seen_before` and `masked_cross_entropy`).
@@ -122,13 +122,15 @@ def per_user_loss(model, module, batch: dict) -> torch.Tensor:
     excluded = torch.arange(config.num_items, device=logits.device) < config.num_special_tokens
     excluded = excluded.expand(batch_size, seq_len, -1)
     if config.loss_exclude_seen:
+        labelled = labelled & ~model.target_seen_before(batch["input_ids"], labels)
         rows, positions = torch.meshgrid(
             torch.arange(batch_size, device=labels.device), torch.arange(seq_len, device=labels.device), indexing="ij"
         )
         seen = model.seen_before(batch["input_ids"], rows.flatten(), positions.flatten())
         excluded = seen.view(batch_size, seq_len, -1) | excluded
-    targets = labels.clamp(min=0)  # unlabelled positions: any index; their loss is masked out below
-    excluded = excluded.scatter(2, targets[..., None], False)  # the target itself always stays in
+    # unlabelled positions: index 0, kept out of the mask so their loss, masked out below, stays finite
+    targets = labels.masked_fill(~labelled, 0)
+    excluded = excluded.scatter(2, targets[..., None], False)
     losses = model.masked_cross_entropy(logits.flatten(0, 1), targets.flatten(), excluded.flatten(0, 1))
     losses = losses.view(batch_size, seq_len).masked_fill(~labelled, 0.0)
     return (losses.sum(dim=1) / labelled.sum(dim=1).clamp(min=1)).mean()

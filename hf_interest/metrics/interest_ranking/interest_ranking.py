@@ -15,11 +15,13 @@ Full-ranking metrics for next-item recommendation with one held-out target per u
 
 Each user is scored against the whole item catalogue (no sampled negatives). Items in `ignore_index` (special tokens
 such as pad/unk/mask) are never candidates; with `exclude_seen=True` (the default) the items of the user's history
-`seen` are removed from the ranking as well, except the target itself. Then
+`seen` are removed from the ranking as well. Then
 
     rank = number of candidate items scoring strictly higher than the target (0 = top),
 
-so ties count in the target's favour. Every candidate score and the target's score must be finite: a NaN compares
+so ties count in the target's favour. A target that is itself in `seen` (a repeat) is removed with the history, as
+serving with `exclude_seen` never returns it: its rank is the number of items, a miss at every K, and
+`targets_in_history` counts such users. Every candidate score and the target's score must be finite: a NaN compares
 False with everything and would fake a perfect hit, so non-finite scores raise a ValueError.
 
 From the ranks: HR@K (hit rate, equal to Recall@K with one target) is the share of users with rank < K; NDCG@K is the
@@ -50,11 +52,13 @@ Args:
     seen (`list` of `list` of `int`, *optional*): Item indices of every user's input history (rows may differ in
         length). Negative values and ids in `ignore_index` may be used as padding. Required when `exclude_seen=True`.
         A keyword argument of `compute`, or an input column with `config_name="with_seen"`.
-    exclude_seen (`bool`, defaults to `True`): Remove the history items from the ranking, except the target.
+    exclude_seen (`bool`, defaults to `True`): Remove the history items from the ranking; a target among them is a
+        miss.
     k_values (`list` of `int`, defaults to `[5, 10, 20]`): Cut-offs K.
     ignore_index (`list` of `int`, *optional*): Item indices that are never candidates (e.g. `[0, 1, 2]`).
 Returns:
-    `hr@K`, `ndcg@K`, `mrr@K` (`float`, averaged over users) for every K, and `num_users` (`int`).
+    `hr@K`, `ndcg@K`, `mrr@K` (`float`, averaged over users) for every K, `num_users` (`int`) and, with
+    `exclude_seen=True`, `targets_in_history` (`int`: users whose target was in `seen`, counted as misses).
 Examples:
     >>> import evaluate
     >>> from hf_interest.metrics import RANKING_METRIC_PATH
@@ -106,10 +110,10 @@ def _ranks(scores, targets, seen, exclude_seen, ignore_index):
         seen_mask = np.zeros((batch_size, num_items + 1), dtype=bool)
         seen_mask[np.repeat(rows, lengths), cols] = True
         candidate &= ~seen_mask[:, :num_items]
-    candidate[rows, targets] = True
+    removed = ~candidate[rows, targets]  # a repeat target, removed with the history: not ranked, a miss
 
     target_scores = scores[rows, targets]
-    bad_rows = (~np.isfinite(scores) & candidate).any(axis=1) | ~np.isfinite(target_scores)
+    bad_rows = (~np.isfinite(scores) & candidate).any(axis=1) | (~np.isfinite(target_scores) & ~removed)
     if bad_rows.any():
         bad_idx = np.flatnonzero(bad_rows)
         raise ValueError(
@@ -117,7 +121,8 @@ def _ranks(scores, targets, seen, exclude_seen, ignore_index):
             f"at the target (first bad rows: {bad_idx[:10].tolist()}). A NaN compares False with everything and would "
             "fake a perfect hit; fix the model output, or put the special tokens that hold -inf in ignore_index."
         )
-    return ((scores > target_scores[:, None]) & candidate).sum(axis=1).astype(np.int64)
+    ranks = ((scores > target_scores[:, None]) & candidate).sum(axis=1).astype(np.int64)
+    return np.where(removed, num_items, ranks)
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -164,4 +169,6 @@ class InterestRanking(evaluate.Metric):
         for k in ks:
             results[f"mrr@{k}"] = float(np.where(hits[k], 1.0 / (ranks + 1.0), 0.0).mean())
         results["num_users"] = int(ranks.size)
+        if exclude_seen:
+            results["targets_in_history"] = int((ranks >= scores.shape[1]).sum())
         return results
