@@ -168,7 +168,8 @@ def print_table(scored: dict[str, dict]) -> None:
     from hf_interest.metrics import format_protocol
 
     print(format_protocol(next(iter(scored.values()))["protocol"]))
-    header = f"{'run':<34} {'events/item':>11} {'optimum':>8} " + " ".join(f"{n[:16]:>16}" for n in names)
+    header = f"{'run':<34} {'events/item':>11} {'repeats':>7} {'optimum':>8} "
+    header += " ".join(f"{n[:16]:>16}" for n in names)
     print(header + f" {'left pop.':>10} {'to best s':>9} {'to 90% s':>8} {'peak MB':>8}")
     for run, out in scored.items():
         optimum = out.get("optimum", {}).get("ndcg@10")
@@ -177,8 +178,12 @@ def print_table(scored: dict[str, dict]) -> None:
             value = out[name]["ndcg@10"]
             cells.append(f"{value:.4f} ({value / optimum:.0%})" if optimum else f"{value:.4f}")
         training, per_item = out["training"], out["data"].get("events_per_item")
+        protocol = out["protocol"]
+        repeats = "-"  # test targets already in the history: misses for every scorer (a run scored before the count)
+        if protocol.get("targets_in_history") is not None and protocol.get("num_targets"):
+            repeats = f"{protocol['targets_in_history'] / protocol['num_targets']:.1%}"
         print(
-            f"{run:<34} {per_item or float('nan'):>11.1f} {optimum or float('nan'):>8.4f} "
+            f"{run:<34} {per_item or float('nan'):>11.1f} {repeats:>7} {optimum or float('nan'):>8.4f} "
             + " ".join(f"{c:>16}" for c in cells)
             + f" {_left(training):>10}"
             + f" {training['time_to_best_s'] or float('nan'):>9.0f} {training['time_to_90pct_s'] or float('nan'):>8.0f}"
@@ -188,7 +193,8 @@ def print_table(scored: dict[str, dict]) -> None:
         "NDCG@10 on the test split; (x%): of the optimum's NDCG@10. Seconds: training only, to the best epoch and to"
     )
     print("the first epoch at 90% of the best validation NDCG@10. Left pop.: the first epoch (its seconds) at 1.25x")
-    print("popularity's validation NDCG@10. Peak MB: the training process's resident memory.")
+    print("popularity's validation NDCG@10. Peak MB: the training process's resident memory. Repeats: test targets")
+    print("already in the user's history, misses for every scorer (as served with exclude_seen).")
 
 
 def main() -> None:
@@ -199,8 +205,12 @@ def main() -> None:
     parser.add_argument("--successor_probability", type=float, default=0.3, help="item-to-item structure of the world")
     parser.add_argument("--seed", type=int, default=42, help="training seed (the world's seed is 0)")
     parser.add_argument("--output", default="runs/quality", help="where the cells' runs and quality.json go")
+    parser.add_argument("--table", default=None, help="print the table of a saved quality.json and stop")
     parser.add_argument("--train_args", nargs=argparse.REMAINDER, default=[], help="more train.py flags (last)")
     args = parser.parse_args()
+    if args.table:
+        print_table(json.loads(Path(args.table).read_text()))
+        return
     Path(args.output).mkdir(parents=True, exist_ok=True)
     runs = [Path(run) for run in args.runs]
     for cell in args.cells:

@@ -1,8 +1,8 @@
 """Full-ranking metrics for next-item recommendation: ranks, HR@K, NDCG@K and MRR@K.
 
-The protocol is the one in `ARCHITECTURE.md` ("Evaluation protocol"): every user is scored against the whole
-catalogue (no sampled negatives), items already in the user's history are removed from the ranking (`exclude_seen`, on
-by default), and
+The protocol is the one in `ARCHITECTURE.md` ("Evaluation protocol"), with one change below (repeat targets): every
+user is scored against the whole catalogue (no sampled negatives), items already in the user's history are removed
+from the ranking (`exclude_seen`, on by default), and
 
     rank = number of candidate items scoring strictly higher than the target (0 = top).
 
@@ -11,7 +11,7 @@ target): such a target is in no list that serving with `exclude_seen` could retu
 score columns), past the end of every list, and counts as a miss at every K; `RankingAccumulator.protocol` states how
 many there were. (`ARCHITECTURE.md` keeps the target among the candidates; that leaks the label, since the one history
 item left in the ranking is then the answer, and a model trained the same way learns to score its history high: it
-beat the known optimum of a synthetic world that way. See docs/evaluation.md, "Repeat targets".)
+beat the known optimum of a synthetic world that way. See docs/results.md, "Repeat targets".)
 
 Ties therefore count in the target's favour; a model (or baseline) that gives many items the same score is flattered,
 which is why `PopularityRecommender` breaks its ties before it is scored by this same code. Every candidate score, and
