@@ -109,7 +109,8 @@ def per_user_loss(model, module, batch: dict) -> torch.Tensor:
     items up to each position, a position whose target is among them left out of the loss.
 
     Args:
-        model: the `InterestForNextItemPrediction` model (its config, `seen_before` and `masked_cross_entropy`).
+        model: the `InterestForNextItemPrediction` model (its config, `seen_before`, `target_seen_before` and
+            `masked_cross_entropy`).
         module: what runs the forward pass: `model` or its wrapper.
         batch (`dict`): `input_ids`, `attention_mask`, `timestamps` (optional) and `labels`, all `(B, T)`.
     """
