@@ -5,6 +5,9 @@ and the exact optimum of the synthetic world, by the same evaluation code.
     python benchmarks/benchmark_quality_scale.py --cells 1M:10k 1M:100k --num_train_epochs 6 --output runs/quality
     # the baselines beside a trained run of any dataset (MovieLens-100K: no optimum is known there)
     python benchmarks/benchmark_quality_scale.py --runs runs/ml100k
+    # the largest cell: validate and score fixed random samples of 20,000 users (each with its stated error bound)
+    python benchmarks/benchmark_quality_scale.py --cells 10M:1M --num_train_epochs 3 --test_users 20000 \
+        --train_args --validation_users 20000
 
 The world is the library's synthetic drifting-interest generator with item-to-item structure
 (`--successor_probability`, default 0.3: a sequel, the next episode). A cell of E events over N items has E / 60 users
@@ -17,7 +20,10 @@ whole catalogue, items of the history excluded, a target among them counted as a
 - when the curve left the popularity plateau: the first epoch (and its training seconds) whose validation NDCG@10
   reached 1.25x popularity's on the validation split, scored by the same code;
 - the validation NDCG@10 of every epoch (the curve), the peak resident memory of training, events per item.
-It writes `--output/quality.json` and prints one table. Nothing is asserted.
+With `--test_users N` every scorer is scored on the same fixed random sample of N test users (drawn from `--seed`),
+and the protocol line states the sample and the 95% bound on its error (`user_sample_error_bound`); the plateau's
+popularity level is always scored on the users the run validated. It writes `--output/quality.json` and prints one
+table. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -64,8 +70,9 @@ def train_cell(events: int, items: int, args) -> Path:
 
 
 @torch.no_grad()
-def score_run(run: Path) -> dict:
-    """The run's model, popularity, the two baselines and (synthetic data) the optimum on the test split."""
+def score_run(run: Path, test_users: int | None = None, seed: int = 42) -> dict:
+    """The run's model, popularity, the two baselines and (synthetic data) the optimum on the test split: every user,
+    or a fixed random sample of `test_users` (drawn from `seed`; the same users for every scorer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import hf_interest  # noqa: F401  (registers the Auto classes)
@@ -76,9 +83,10 @@ def score_run(run: Path) -> dict:
         RankingAccumulator,
         TransitionRecommender,
         synthetic_oracle_scores,
+        user_sample_description,
     )
     from hf_interest.training.arguments import DataArguments
-    from hf_interest.training.data import load_data
+    from hf_interest.training.data import load_data, validation_user_sample
     from hf_interest.training.evaluation import eval_dataloader, evaluate_next_item, popularity_baseline
 
     results = json.loads((run / "eval_results.json").read_text())
@@ -95,20 +103,25 @@ def score_run(run: Path) -> dict:
         "transition": TransitionRecommender.from_sequences(encoded["train"]["input_ids"], len(tokenizer), popularity),
         "history_category": HistoryCategoryRecommender(weights, popularity),
     }
-    loader = eval_dataloader(encoded["test"], tokenizer.pad_token_id, model.config.max_position_embeddings, 128)
+    test, rows = data.sequences["test"], encoded["test"]  # row i of one is row i of the other
+    sample = None
+    if test_users is not None and test_users < len(rows):
+        sample = user_sample_description(test_users, len(rows), "--test_users")
+        picked = validation_user_sample(len(rows), test_users, seed)
+        test, rows = test.select(picked), rows.select(picked)
+    loader = eval_dataloader(rows, tokenizer.pad_token_id, model.config.max_position_embeddings, 128)
     has_time = "timestamps" in encoded["test"].column_names
     began = time.perf_counter()
     scored = evaluate_next_item(model, loader, popularity, "test", use_timestamps=has_time, baselines=baselines)
     block = scored["exclude_seen"]
     out = {name: {k: block[name][k] for k in ("ndcg@10", "hr@10")} for name in ("model", "popularity", *baselines)}
-    out["protocol"] = block["protocol"]
+    out["protocol"] = block["protocol"] if sample is None else {**block["protocol"], "users": sample}
     if data_args.dataset == "synthetic":
         config = SyntheticConfig(
             num_users=data_args.synthetic_num_users, num_items=data_args.synthetic_num_items,
             seed=data_args.synthetic_seed, successor_probability=data_args.synthetic_successor_probability,
         )  # fmt: skip
         synthetic = generate_synthetic_interests(config)
-        test, rows = data.sequences["test"], encoded["test"]
         accumulator = RankingAccumulator((10,), exclude_seen=True, ignore_index=range(tokenizer.num_special_tokens))
         for start in range(0, len(test), 256):
             stop = min(start + 256, len(test))
@@ -122,11 +135,14 @@ def score_run(run: Path) -> dict:
         for name in ("model", "popularity", *baselines):
             out[name]["of_optimum"] = out[name]["ndcg@10"] / optimum["ndcg@10"]
     out["evaluation_seconds"] = time.perf_counter() - began
-    # popularity on the validation split, the level of the plateau the curve has to leave
+    # popularity on the validation split, the level of the plateau the curve has to leave: on the users the run
+    # validated (train.py's --validation_users sample, if it took one)
+    validation_rows, train_args = encoded["validation"], results["arguments"]["train"]
+    if train_args.get("validation_users") is not None and train_args["validation_users"] < len(validation_rows):
+        picked = validation_user_sample(len(validation_rows), train_args["validation_users"], train_args["seed"])
+        validation_rows = validation_rows.select(picked)
     validation = RankingAccumulator((10,), exclude_seen=True, ignore_index=range(tokenizer.num_special_tokens))
-    for batch in eval_dataloader(
-        encoded["validation"], tokenizer.pad_token_id, model.config.max_position_embeddings, 256
-    ):
+    for batch in eval_dataloader(validation_rows, tokenizer.pad_token_id, model.config.max_position_embeddings, 256):
         validation.update(popularity.full_sort_scores(len(batch["labels"])), batch["labels"], batch["seen"])
     validation_popularity = validation.compute()["ndcg@10"]
     training = results["training"]
@@ -205,6 +221,11 @@ def main() -> None:
     parser.add_argument("--successor_probability", type=float, default=0.3, help="item-to-item structure of the world")
     parser.add_argument("--seed", type=int, default=42, help="training seed (the world's seed is 0)")
     parser.add_argument("--output", default="runs/quality", help="where the cells' runs and quality.json go")
+    parser.add_argument(
+        "--test_users", type=int, default=None,
+        help="score a fixed random sample of this many test users (drawn from --seed), not all; the table states the "
+        "sample and its 95 percent error bound",
+    )  # fmt: skip
     parser.add_argument("--table", default=None, help="print the table of a saved quality.json and stop")
     parser.add_argument("--train_args", nargs=argparse.REMAINDER, default=[], help="more train.py flags (last)")
     args = parser.parse_args()
@@ -216,7 +237,7 @@ def main() -> None:
     for cell in args.cells:
         events, items = (_count(part) for part in cell.split(":"))
         runs.append(train_cell(events, items, args))
-    scored = {str(run): score_run(run) for run in runs}
+    scored = {str(run): score_run(run, args.test_users, args.seed) for run in runs}
     (Path(args.output) / "quality.json").write_text(json.dumps(scored, indent=2) + "\n")
     print_table(scored)
 
