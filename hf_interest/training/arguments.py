@@ -586,7 +586,7 @@ class LoopArguments:
             "of the category teaches the model that direction, and an item seen a handful of times (a large "
             "catalogue) is placed by its category (docs/scale.md). 'random': the table's random start alone (as "
             "before 2026-12-07). 'auto': categories where the log's items table has a categories column and the "
-            "training split has fewer than 20 events per item, random otherwise. Not applied with --init_from, which "
+            "training split has fewer than 50 events per item, random otherwise. Not applied with --init_from, which "
             "keeps its weights."
         },
     )

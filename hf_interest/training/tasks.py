@@ -396,9 +396,10 @@ CATEGORY_START_STD = 0.05
 random start (`initializer_range` 0.02), so the shared direction dominates an item's row until its events move it."""
 
 
-CATEGORY_START_EVENTS_PER_ITEM = 20
+CATEGORY_START_EVENTS_PER_ITEM = 50
 """`--item_table_init auto` starts the item table at the category vectors below this many training events per item
-(measured on test: gains at 3.8, 11.4 and 13.0 events per item, level at 58 on MovieLens-100K; docs/scale.md)."""
+(measured: gains at 3.8, 11.4, 13.0 and 29 events per item, level at 58 on MovieLens-100K over 3 seeds; 20 until
+the 29-per-item world was measured; docs/scale.md)."""
 
 
 def start_item_table(model, data, tokenizer, data_args: DataArguments, train_args, popularity) -> str:
