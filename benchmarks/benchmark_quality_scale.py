@@ -69,6 +69,16 @@ def train_cell(events: int, items: int, args) -> Path:
     return folder
 
 
+def _users(rows, size: int | None, seed: int):
+    """`rows` (an evaluation split) cut to train.py's fixed random sample of `size` users drawn from `seed`, or all of
+    them (None: `size` left out or not below the split's users)."""
+    from hf_interest.training.data import validation_user_sample
+
+    if size is None or size >= len(rows):
+        return None
+    return validation_user_sample(len(rows), size, seed)
+
+
 @torch.no_grad()
 def score_run(run: Path, test_users: int | None = None, seed: int = 42) -> dict:
     """The run's model, popularity, the two baselines and (synthetic data) the optimum on the test split: every user,
@@ -86,7 +96,7 @@ def score_run(run: Path, test_users: int | None = None, seed: int = 42) -> dict:
         user_sample_description,
     )
     from hf_interest.training.arguments import DataArguments
-    from hf_interest.training.data import load_data, validation_user_sample
+    from hf_interest.training.data import load_data
     from hf_interest.training.evaluation import eval_dataloader, evaluate_next_item, popularity_baseline
 
     results = json.loads((run / "eval_results.json").read_text())
@@ -104,10 +114,9 @@ def score_run(run: Path, test_users: int | None = None, seed: int = 42) -> dict:
         "history_category": HistoryCategoryRecommender(weights, popularity),
     }
     test, rows = data.sequences["test"], encoded["test"]  # row i of one is row i of the other
-    sample = None
-    if test_users is not None and test_users < len(rows):
+    sample, picked = None, _users(rows, test_users, seed)
+    if picked is not None:
         sample = user_sample_description(test_users, len(rows), "--test_users")
-        picked = validation_user_sample(len(rows), test_users, seed)
         test, rows = test.select(picked), rows.select(picked)
     loader = eval_dataloader(rows, tokenizer.pad_token_id, model.config.max_position_embeddings, 128)
     has_time = "timestamps" in encoded["test"].column_names
@@ -138,8 +147,8 @@ def score_run(run: Path, test_users: int | None = None, seed: int = 42) -> dict:
     # popularity on the validation split, the level of the plateau the curve has to leave: on the users the run
     # validated (train.py's --validation_users sample, if it took one)
     validation_rows, train_args = encoded["validation"], results["arguments"]["train"]
-    if train_args.get("validation_users") is not None and train_args["validation_users"] < len(validation_rows):
-        picked = validation_user_sample(len(validation_rows), train_args["validation_users"], train_args["seed"])
+    picked = _users(validation_rows, train_args.get("validation_users"), train_args["seed"])
+    if picked is not None:
         validation_rows = validation_rows.select(picked)
     validation = RankingAccumulator((10,), exclude_seen=True, ignore_index=range(tokenizer.num_special_tokens))
     for batch in eval_dataloader(validation_rows, tokenizer.pad_token_id, model.config.max_position_embeddings, 256):
