@@ -34,7 +34,15 @@ import torch
 from torch import nn
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
-from hf_interest.training import DataArguments, ModelArguments, TrainArguments, load_data, next_item_dataloaders
+from hf_interest.training import (
+    DataArguments,
+    ModelArguments,
+    TrainArguments,
+    count_train_windows,
+    load_data,
+    next_item_dataloaders,
+    resolve_train_batch,
+)
 from hf_interest.training.arguments import (
     resolve_item_output_residual,
     resolve_item_transition_prior,
@@ -84,6 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     data_args, model_args, train_args = DataArguments(dataset=args.dataset), ModelArguments(), TrainArguments()
     data = load_data(data_args, "next-item")
+    # train.py's batch size and learning rate for this log (resolve_train_batch)
+    train_args, why = resolve_train_batch(
+        train_args, count_train_windows(data.sequences["train"], data_args.max_length)
+    )
+    print(why)
     tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
     loaders, popularity, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])

@@ -164,7 +164,8 @@ def test_train_help_has_one_default_per_option(capsys):
     helps = _help_strings(parser)
     for option, text in helps.items():
         assert len(re.findall(r"\bdefault\b", text, re.IGNORECASE)) <= 1, (option, text)
-    assert helps["--learning_rate"].endswith("(default: 0.001)")
+    assert helps["--learning_rate"].endswith("else 1e-3.") and "(default" not in helps["--learning_rate"]
+    assert helps["--max_length"].endswith("(default: 200)")
 
 
 def test_no_flags_say_what_they_turn_off(capsys):

@@ -9,7 +9,14 @@ from hf_interest import InterestConfig, InterestForNextItemPrediction
 from hf_interest.data import DataCollatorForInterest
 from hf_interest.metrics import PopularityRecommender, RankingAccumulator
 from hf_interest.training import EvalCollator, LengthGroupedSampler, evaluate_next_item, window_starts
-from hf_interest.training.arguments import FULL_SOFTMAX_MAX_ITEMS, resolve_loss_type
+from hf_interest.training.arguments import (
+    FULL_SOFTMAX_MAX_ITEMS,
+    SMALL_LOG_WINDOWS,
+    TrainArguments,
+    resolve_loss_type,
+    resolve_train_batch,
+)
+from hf_interest.training.data import count_train_windows
 from hf_interest.training.tasks import (
     CATEGORY_START_STD,
     item_category_weights,
@@ -110,6 +117,44 @@ def test_auto_loss_switches_to_the_sampled_softmax_above_the_threshold_and_says_
     loss, why = resolve_loss_type(asked, num_items)
     assert loss == chosen
     assert why.startswith(f"loss: {chosen}") and said in why
+
+
+def test_counted_windows_are_the_windows_the_loader_trains_on():
+    from datasets import Dataset
+
+    lengths = [1, 2, 3, 4, 5, 10, 11, 12, 37]
+    split = Dataset.from_dict({"item_ids": [[f"i{t}" for t in range(n)] for n in lengths]})
+    for max_length in (1, 2, 4, 10):
+        assert count_train_windows(split, max_length) == len(window_starts(np.array(lengths), max_length + 1)[0])
+    # a select() view counts its own rows, not the table under it
+    assert count_train_windows(split.select([8]), 4) == len(window_starts(np.array([37]), 5)[0]) == 9
+
+
+@pytest.mark.parametrize(
+    "given,windows,expected,said",
+    [
+        ({}, SMALL_LOG_WINDOWS - 1, (16, 2e-3), "the small-log batch"),
+        ({}, SMALL_LOG_WINDOWS, (64, 1e-3), "the default"),
+        ({}, None, (64, 1e-3), "the default"),  # streamed or SISA shards: not counted
+        ({"task": "click"}, 100, (64, 1e-3), "next-item training from scratch"),
+        ({"task": "forecast"}, 100, (64, 1e-3), "next-item training from scratch"),
+        ({"dp_noise_multiplier": 1.0}, 100, (64, 1e-3), "without DP-SGD"),
+        ({"init_from": "runs/base"}, 100, (64, 1e-3), "next-item training from scratch"),
+        # a value given wins, and the other field keeps the large-log default: one meaning per flag
+        ({"per_device_train_batch_size": 8}, 100, (8, 1e-3), "the default"),
+        ({"learning_rate": 5e-4}, 100, (16, 5e-4), "the small-log batch"),
+    ],
+)
+def test_batch_and_learning_rate_follow_the_logs_training_windows_where_left_out(given, windows, expected, said):
+    args = TrainArguments(output_dir="runs/x", report_to="none", **given)
+    resolved, why = resolve_train_batch(args, windows)
+    assert (resolved.per_device_train_batch_size, resolved.learning_rate) == expected
+    assert why.startswith(f"batch: {expected[0]} windows per device and step") and said in why
+    assert (args.per_device_train_batch_size, args.learning_rate) == (given.get("per_device_train_batch_size"),
+                                                                     given.get("learning_rate"))  # fmt: skip
+    # both given: nothing to resolve, nothing said
+    fixed = TrainArguments(output_dir="runs/x", per_device_train_batch_size=32, learning_rate=3e-3)
+    assert resolve_train_batch(fixed, 10) == (fixed, None)
 
 
 def test_sharding_names_the_engines_that_split_the_model():
@@ -219,3 +264,24 @@ def test_category_start_needs_categories_and_says_so():
         "auto", SimpleNamespace(items=with_categories), tokenizer, DataArguments(), config, many
     )
     assert found is None and "55.0 training events per item, at least 50" in why
+
+
+def test_curve_benchmark_reads_best_and_ninety_percent_times_from_the_runs_history(tmp_path):
+    """benchmarks/benchmark_curve.py: cumulative training seconds per epoch, the best, 90% of it, budgets."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    history = [(0.05, 10.0), (0.10, 10.0), (0.09, 10.0), (0.12, 10.0), (0.11, 10.0)]  # (validation, seconds)
+    run = tmp_path / "run"
+    run.mkdir()
+    training = {"metric_for_best_model": "ndcg@10", "history": [{"ndcg@10": v, "seconds": s} for v, s in history]}
+    (run / "eval_results.json").write_text(json.dumps({"training": training}))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark_curve.py"
+    out = subprocess.run([sys.executable, str(script), f"new={run}", "--at", "15", "25"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    # best 0.12 at epoch 4 after 40 s; 90% of it (0.108) first at epoch 4 too; by 15 s 0.05, by 25 s 0.10
+    assert "| new | 0.1200 | 4 | 40.0 | 40.0 | 0.0500 | 0.1000 |" in out
+    bad = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "NAME=RUN_FOLDER" in bad.stderr

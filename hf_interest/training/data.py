@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
 from ..data import CleaningConfig, DataCollatorForInterest, encode_sequences, load_named_dataset
+from ..data.vocab import dataset_table
 from ..privacy import DeletionLedger, resolve_forget_key, user_shard
-from .arguments import DataArguments, targets_from_seconds
+from .arguments import DataArguments, resolve_train_batch, targets_from_seconds
 from .evaluation import eval_dataloader, popularity_baseline
 
 
@@ -220,13 +222,26 @@ def window_starts(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"window must hold at least 2 events (one input, one label), got {window}.")
     lengths = np.asarray(lengths, dtype=np.int64)
     step = window - 1
-    # a sequence of n events has n - 1 transitions: ceil((n - 1) / step) windows, at least one
-    counts = np.maximum(1, -(-(lengths - 1) // step))
+    counts = windows_per_sequence(lengths, window)
     rows = np.repeat(np.arange(len(lengths)), counts)
     newest_first = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # 0 = newest window
     stops = lengths[rows] - newest_first * step
     starts = np.maximum(0, stops - window)
     return rows, starts, stops
+
+
+def windows_per_sequence(lengths: np.ndarray, window: int) -> np.ndarray:
+    """How many `window_starts` windows each sequence gives: a sequence of n events has n - 1 transitions, so
+    ceil((n - 1) / (window - 1)) windows, at least one."""
+    return np.maximum(1, -(-(np.asarray(lengths, dtype=np.int64) - 1) // (window - 1)))
+
+
+def count_train_windows(train_split, max_length: int) -> int:
+    """The training windows (`train_windows`) of a raw or encoded train split, from its sequence lengths alone
+    (Arrow, no rows built): what `resolve_train_batch` reads before the task builds its loader."""
+    column = "input_ids" if "input_ids" in train_split.column_names else "item_ids"
+    lengths = pc.fill_null(pc.list_value_length(dataset_table(train_split).column(column)), 0).to_numpy()
+    return int(windows_per_sequence(lengths, max_length + 1).sum())
 
 
 def train_windows(train_dataset, max_length: int, columns: Sequence[str]) -> list[dict]:
@@ -384,6 +399,8 @@ def next_item_dataloaders(data, tokenizer, data_args: DataArguments, train_args)
         raise ValueError(f"--targets_from needs event times, but {data_args.dataset} has no timestamp column.")
     private = getattr(train_args, "private", False)
     user_counts = None
+    # The loop has resolved the batch already (it needs the learning rate first); benchmarks and tests may not have.
+    train_args, _ = resolve_train_batch(train_args, count_train_windows(train, data_args.max_length))
     if private:  # user-level DP: one row per user (the privacy unit), not one per window
         windows, user_counts = user_rows(train, data_args.max_length, columns)
     else:

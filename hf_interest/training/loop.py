@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..data.sequence_shards import is_sequence_shards
-from .arguments import DataArguments, ModelArguments, TrainArguments, check_arguments
+from .arguments import DataArguments, ModelArguments, TrainArguments, check_arguments, resolve_train_batch
 from .checkpointing import TIED_WEIGHTS_SAVE_FILTER, fresh_state, resume, save_checkpoint, save_model
-from .data import load_data
+from .data import count_train_windows, load_data
 from .features import Adapters, FaultHooks, ItemTableUpdates, OptimizerStep, Placement, StopRules, WeightAverage
 from .kernels import apply_cpu_training_kernels, keep_freed_memory_for_reuse
 from .run_folder import load_best, run_results, write_run_folder
@@ -71,7 +71,7 @@ def training_function(data_args: DataArguments, model_args: ModelArguments, trai
     set_seed(train_args.seed)
 
     # Data, the task and its model, then the features: each built from the arguments, each doing nothing when off.
-    data, task = _data_and_task(data_args, model_args, train_args, accelerator)
+    data, task, train_args = _data_and_task(data_args, model_args, train_args, accelerator)
     _cpu_speedups(task.model, train_args, accelerator)
     adapters = Adapters(task.model, data, task.tokenizer, train_args)
     num_trainable, num_total = adapters.count_parameters(accelerator.print)
@@ -225,18 +225,28 @@ def _note_validation(state: dict, epoch: int, value: float, validation: dict, ta
 
 
 def _data_and_task(data_args, model_args, train_args, accelerator):
-    """The run's data and its task (which builds the model): Spark's sequence shards are streamed, each process
-    reading its own; any other log is read whole."""
+    """The run's data, its task (which builds the model) and the training arguments with the batch size and learning
+    rate the log's size gives where they were left out (`resolve_train_batch`): Spark's sequence shards are streamed,
+    each process reading its own; any other log is read whole."""
     if is_sequence_shards(data_args.dataset):
         if train_args.task != "next-item":
             raise ValueError(f"--task {train_args.task} does not read sequence shards yet; use --task next-item.")
         data = StreamingSequences(data_args.dataset, accelerator.process_index, accelerator.num_processes)
         accelerator.print(str(data.report))
-        return data, StreamingNextItemTask(data, data_args, model_args, train_args, accelerator.print)
+        train_args = _resolved(train_args, None, accelerator)  # windows not counted before streaming
+        return data, StreamingNextItemTask(data, data_args, model_args, train_args, accelerator.print), train_args
     with accelerator.main_process_first():
         data = load_data(data_args, train_args.task)
     accelerator.print(str(data.report))
-    return data, build_task(data, data_args, model_args, train_args, accelerator.print)
+    train_args = _resolved(train_args, count_train_windows(data.sequences["train"], data_args.max_length), accelerator)
+    return data, build_task(data, data_args, model_args, train_args, accelerator.print), train_args
+
+
+def _resolved(train_args: TrainArguments, num_windows: int | None, accelerator) -> TrainArguments:
+    train_args, why = resolve_train_batch(train_args, num_windows)
+    if why:
+        accelerator.print(why)
+    return train_args
 
 
 def _cpu_speedups(model, train_args: TrainArguments, accelerator) -> None:

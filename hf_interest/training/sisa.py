@@ -33,7 +33,7 @@ from ..metrics import format_results_table
 from ..modeling_interest import InterestForNextItemPrediction
 from ..privacy import DELETION_LEDGER, DeletionLedger, ShardEnsemble, find_user_data, resolve_forget_key
 from ..tokenization_interest import ItemTokenizer
-from .arguments import DataArguments, ModelArguments, TrainArguments
+from .arguments import DataArguments, ModelArguments, TrainArguments, resolve_train_batch
 from .checkpointing import write_text_atomic
 from .data import load_data, next_item_dataloaders
 from .evaluation import evaluate_next_item
@@ -56,7 +56,8 @@ def _shard_arguments(
         deletion_key_file=str(key_file) if has_ledger and key_file else None,
     )
     train = replace(train_args, num_shards=1, output_dir=str(shard_folder(run_dir, index)))
-    return data, train
+    # Every shard, and its retrain after a deletion, takes the same batch and learning rate whatever its size.
+    return data, resolve_train_batch(train, None)[0]
 
 
 def train_shards(
