@@ -30,7 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hf_interest import InterestConfig, InterestForNextItemPrediction, ItemTokenizer
-from hf_interest.training import count_train_windows, load_data, next_item_dataloaders, resolve_train_batch
+from hf_interest.training import load_data, next_item_dataloaders, resolve_train_batch_for_log
 from hf_interest.training.arguments import (
     resolve_item_output_residual,
     resolve_item_transition_prior,
@@ -78,10 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     data = load_data(data_args, "next-item")
     # train.py's batch size and learning rate for this log (resolve_train_batch)
-    train_args, why = resolve_train_batch(
-        train_args, count_train_windows(data.sequences["train"], data_args.max_length)
-    )
-    print(why)
+    train_args, why = resolve_train_batch_for_log(data.sequences["train"], data_args.max_length, train_args)
+    print(why or "batch and learning rate: as given")
     tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
     loaders, popularity, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])

@@ -38,10 +38,9 @@ from hf_interest.training import (
     DataArguments,
     ModelArguments,
     TrainArguments,
-    count_train_windows,
     load_data,
     next_item_dataloaders,
-    resolve_train_batch,
+    resolve_train_batch_for_log,
 )
 from hf_interest.training.arguments import (
     resolve_item_output_residual,
@@ -93,10 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, train_args = DataArguments(dataset=args.dataset), ModelArguments(), TrainArguments()
     data = load_data(data_args, "next-item")
     # train.py's batch size and learning rate for this log (resolve_train_batch)
-    train_args, why = resolve_train_batch(
-        train_args, count_train_windows(data.sequences["train"], data_args.max_length)
-    )
-    print(why)
+    train_args, why = resolve_train_batch_for_log(data.sequences["train"], data_args.max_length, train_args)
+    print(why or "batch and learning rate: as given")
     tokenizer = ItemTokenizer.from_items(data.item_ids, model_max_length=data_args.max_length)
     loaders, popularity, _ = next_item_dataloaders(data, tokenizer, data_args, train_args)
     batches = list(loaders["train"])

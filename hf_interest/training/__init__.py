@@ -38,6 +38,7 @@ from .data import (
     filter_eval_targets,
     load_data,
     next_item_dataloaders,
+    resolve_train_batch_for_log,
     train_windows,
     window_starts,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "next_item_dataloaders",
     "popularity_baseline",
     "resolve_train_batch",
+    "resolve_train_batch_for_log",
     "targets_from_seconds",
     "train_windows",
     "train",

@@ -244,6 +244,14 @@ def count_train_windows(train_split, max_length: int) -> int:
     return int(windows_per_sequence(lengths, max_length + 1).sum())
 
 
+def resolve_train_batch_for_log(train_split, max_length: int, train_args):
+    """`resolve_train_batch` for a train split: its windows are counted only where a field was left out.
+    Returns `(train_args, why)` as `resolve_train_batch` does."""
+    if train_args.per_device_train_batch_size is not None and train_args.learning_rate is not None:
+        return train_args, None
+    return resolve_train_batch(train_args, count_train_windows(train_split, max_length))
+
+
 def train_windows(train_dataset, max_length: int, columns: Sequence[str]) -> list[dict]:
     """
     The training rows of an encoded train split: `window_starts` windows of `max_length + 1` events over every
@@ -400,7 +408,7 @@ def next_item_dataloaders(data, tokenizer, data_args: DataArguments, train_args)
     private = getattr(train_args, "private", False)
     user_counts = None
     # The loop has resolved the batch already (it needs the learning rate first); benchmarks and tests may not have.
-    train_args, _ = resolve_train_batch(train_args, count_train_windows(train, data_args.max_length))
+    train_args, _ = resolve_train_batch_for_log(train, data_args.max_length, train_args)
     if private:  # user-level DP: one row per user (the privacy unit), not one per window
         windows, user_counts = user_rows(train, data_args.max_length, columns)
     else:

@@ -26,7 +26,7 @@ from transformers import get_scheduler
 from ..data.sequence_shards import is_sequence_shards
 from .arguments import DataArguments, ModelArguments, TrainArguments, check_arguments, resolve_train_batch
 from .checkpointing import TIED_WEIGHTS_SAVE_FILTER, fresh_state, resume, save_checkpoint, save_model
-from .data import count_train_windows, load_data
+from .data import load_data, resolve_train_batch_for_log
 from .features import Adapters, FaultHooks, ItemTableUpdates, OptimizerStep, Placement, StopRules, WeightAverage
 from .kernels import apply_cpu_training_kernels, keep_freed_memory_for_reuse
 from .run_folder import load_best, run_results, write_run_folder
@@ -233,17 +233,18 @@ def _data_and_task(data_args, model_args, train_args, accelerator):
             raise ValueError(f"--task {train_args.task} does not read sequence shards yet; use --task next-item.")
         data = StreamingSequences(data_args.dataset, accelerator.process_index, accelerator.num_processes)
         accelerator.print(str(data.report))
-        train_args = _resolved(train_args, None, accelerator)  # windows not counted before streaming
+        train_args = _logged(accelerator, *resolve_train_batch(train_args, None))  # windows not counted when streamed
         return data, StreamingNextItemTask(data, data_args, model_args, train_args, accelerator.print), train_args
     with accelerator.main_process_first():
         data = load_data(data_args, train_args.task)
     accelerator.print(str(data.report))
-    train_args = _resolved(train_args, count_train_windows(data.sequences["train"], data_args.max_length), accelerator)
+    train_args = _logged(
+        accelerator, *resolve_train_batch_for_log(data.sequences["train"], data_args.max_length, train_args)
+    )
     return data, build_task(data, data_args, model_args, train_args, accelerator.print), train_args
 
 
-def _resolved(train_args: TrainArguments, num_windows: int | None, accelerator) -> TrainArguments:
-    train_args, why = resolve_train_batch(train_args, num_windows)
+def _logged(accelerator, train_args: TrainArguments, why: str | None) -> TrainArguments:
     if why:
         accelerator.print(why)
     return train_args
