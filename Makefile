@@ -13,8 +13,10 @@ lint: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 
+# Two workers (pytest-xdist), one module per worker at a time, so module fixtures are built once; the slowest tests are
+# listed at the end of the log.
 test: lint docs
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The fast tier: everything but the end-to-end runs, notebooks, browser and benchmark tests (tests/conftest.py).
 test-fast: setup

@@ -70,7 +70,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--update_epochs", type=int, default=15, help="Epochs of each update (at most).")
     parser.add_argument("--base_patience", type=int, default=10, help="Early-stopping patience of the base run.")
     parser.add_argument("--update_patience", type=int, default=5, help="Early-stopping patience of the updates.")
-    parser.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate, base and full updates.")
+    parser.add_argument(
+        "--learning_rate",
+        type=float,
+        default=None,
+        help="Peak learning rate of the base run and the full update; left out, train.py chooses, as for any run "
+        "(the base run takes its small-log rule, an update from a model 1e-3).",
+    )
     parser.add_argument(
         "--lora_learning_rate",
         type=float,
@@ -139,6 +145,12 @@ def train(name: str, root: Path, *arguments: str) -> dict:
         f"training, {time.perf_counter() - started:.0f} s wall; log in {folder / 'train.log'}"
     )
     return results
+
+
+def used(results: dict) -> str:
+    """The batch and peak learning rate a run trained with (its `eval_results.json` records the values used)."""
+    train_args = results["arguments"]["train"]
+    return f"batch {train_args['per_device_train_batch_size']}, lr {train_args['learning_rate']:g}"
 
 
 def evaluation_loader(path: Path, test_start: int, targets: str, tokenizer: ItemTokenizer, max_length: int):
@@ -226,8 +238,9 @@ def main(argv=None) -> dict:
     pq.write_table(events.filter(pa.array(times < cut2)), update_log)
 
     common = ["--seed", str(args.seed), "--report_to", "none", *args.train_args]
-    base = ["--dataset", str(base_log), "--num_train_epochs", str(args.base_epochs), "--learning_rate",
-            str(args.learning_rate), "--early_stopping_patience", str(args.base_patience), *common]  # fmt: skip
+    given_rate = [] if args.learning_rate is None else ["--learning_rate", str(args.learning_rate)]
+    base = ["--dataset", str(base_log), "--num_train_epochs", str(args.base_epochs), *given_rate,
+            "--early_stopping_patience", str(args.base_patience), *common]  # fmt: skip
     update = ["--dataset", str(update_log), "--init_from", str(root / "base"), "--targets_from", str(cut1),
               "--num_train_epochs", str(args.update_epochs), "--early_stopping_patience", str(args.update_patience),
               *common]  # fmt: skip
@@ -236,7 +249,7 @@ def main(argv=None) -> dict:
     runs = {"base": train("base", root, *base)}
     runs["lora"] = train("lora", root, *update, *lora)
     runs["lora_head"] = train("lora_head", root, *update, *lora, "--lora_modules_to_save", "item_head")
-    runs["full"] = train("full", root, *update, "--learning_rate", str(args.learning_rate))
+    runs["full"] = train("full", root, *update, *given_rate)
 
     tokenizer = ItemTokenizer.from_pretrained(root / "base")
     max_length = InterestForNextItemPrediction.from_pretrained(root / "base").config.max_position_embeddings
@@ -301,9 +314,9 @@ def main(argv=None) -> dict:
             print(f"  note: {note}")
     print(
         f"train.py defaults, seed {args.seed}{' + ' + ' '.join(args.train_args) if args.train_args else ''}. Base: at "
-        f"most {args.base_epochs} epochs, patience {args.base_patience}, lr {args.learning_rate}. Updates from the "
+        f"most {args.base_epochs} epochs, patience {args.base_patience}, {used(runs['base'])}. Updates from the "
         f"base model, targets in the update period only: at most {args.update_epochs} epochs, patience "
-        f"{args.update_patience}; full fine-tuning lr {args.learning_rate}; LoRA r={args.lora_r}, "
+        f"{args.update_patience}; full fine-tuning {used(runs['full'])}; LoRA r={args.lora_r}, "
         f"alpha={args.lora_alpha} on the default target modules, lr {args.lora_learning_rate}. Update size: the "
         "adapter file, or the full weights. "
         f"Merged vs adapter logits, max |difference|: "

@@ -84,6 +84,11 @@ class InterestConfig(PretrainedConfig):
             successors (sequels, series, accessories: "what comes after i" is not "what i is like"). A separate
             output table (`tie_word_embeddings=False`) has that freedom too, but learns each output row from the
             output side alone, which costs quality where items have few events (docs/scale.md measures both).
+        item_score_temperature (`float`, defaults to 0.0):
+            0 scores item i by the dot product `u_t . r_i + b_i`. A positive temperature t scores it by the cosine
+            over t, `cos(u_t, r_i) / t + b_i` (the interest state and the output-side item vector both L2-normalised,
+            as HSTU and gSASRec do): the lengths of the vectors then carry nothing, and t sets how sharp the softmax
+            can be (0.05 lets a cosine span 40 nats). The popularity prior stays in the bias.
         item_transition_prior (`bool`, defaults to `False`):
             Mix the next-item scores with the first-order transition law of the training sequences, as a copy
             mechanism does: after item a, each successor i of a scores `log(exp(s_i) + exp(g(u) + w * log(c(a, i) /
@@ -182,6 +187,7 @@ class InterestConfig(PretrainedConfig):
         "num_time_buckets",
         "tie_word_embeddings",
         "item_output_residual",
+        "item_score_temperature",
         "item_transition_prior",
         "transition_prior_successors",
         "transition_prior_pairs",
@@ -216,6 +222,7 @@ class InterestConfig(PretrainedConfig):
         num_time_buckets: int = 32,
         tie_word_embeddings: bool = True,
         item_output_residual: bool = False,
+        item_score_temperature: float = 0.0,
         item_transition_prior: bool = False,
         transition_prior_successors: int = 32,
         transition_prior_pairs: int = 0,
@@ -259,6 +266,7 @@ class InterestConfig(PretrainedConfig):
         self.item_representation = item_representation
         self.item_id_dropout = item_id_dropout
         self.item_output_residual = item_output_residual
+        self.item_score_temperature = item_score_temperature
         self.item_transition_prior = item_transition_prior
         self.transition_prior_successors = transition_prior_successors
         self.transition_prior_pairs = transition_prior_pairs
@@ -357,6 +365,12 @@ class InterestConfig(PretrainedConfig):
             raise ValueError(
                 f"InterestConfig.item_representation must be one of {_ITEM_REPRESENTATIONS}, got "
                 f"{self.item_representation!r}."
+            )
+        temperature = self.item_score_temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 <= temperature < 1e3:
+            raise ValueError(
+                "InterestConfig.item_score_temperature must be 0 (dot-product scores) or a positive temperature for "
+                f"cosine scores (0.05-0.2 are usual), got {temperature!r}."
             )
         if not isinstance(self.item_id_dropout, (int, float)) or not 0.0 <= self.item_id_dropout < 1.0:
             raise ValueError(f"InterestConfig.item_id_dropout must be in [0, 1), got {self.item_id_dropout!r}.")

@@ -1083,7 +1083,11 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         (their successors are mixed in), and `targets` (the loss, in training) leave each target's own pair out.
         """
         residual = self.item_output_residual
-        if residual is not None and hidden_states.numel() > 16 * hidden_states.shape[-1]:
+        if self.config.item_score_temperature:  # cosine over the temperature: normalised states and item vectors
+            every_item = torch.arange(self.config.num_items, device=hidden_states.device)
+            vectors = self.output_item_vectors(every_item, item_id_keep).to(hidden_states.dtype)
+            logits = F.linear(self.scoring_states(hidden_states), vectors, self.item_head.bias)
+        elif residual is not None and hidden_states.numel() > 16 * hidden_states.shape[-1]:
             # u . (e_i + r_i): one product with the summed table (many states: training, evaluation batches)
             weight = (self.item_head.weight + residual.weight).to(hidden_states.dtype)
             logits = F.linear(hidden_states, weight, self.item_head.bias)
@@ -1091,10 +1095,11 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
             logits = self.item_head(hidden_states)
             if residual is not None:  # a few states (recommending): u . e_i + u . r_i, no (N, H) sum per call
                 logits = logits + F.linear(hidden_states, residual.weight.to(hidden_states.dtype))
-        if item_id_keep is not None:  # item_id_dropout: the dropped items keep their bias, lose their id part
+        if item_id_keep is not None and not self.config.item_score_temperature:
+            # item_id_dropout: the dropped items keep their bias, lose their id part (the cosine path drops it above)
             bias = self.item_head(hidden_states.new_zeros(hidden_states.shape[-1]))  # the module's own bias, via peft
             logits = bias + (logits - bias) * item_id_keep.to(logits.dtype)
-        if self.model.text_projection is not None:
+        if self.model.text_projection is not None and not self.config.item_score_temperature:
             logits = logits + hidden_states @ self.model.text_representations().T  # (..., H) @ (H, N)
         if self.transition_prior is not None:
             if previous_items is None:
@@ -1251,7 +1256,17 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         if self.model.text_projection is not None:
             text = self.model.text_representations(item_ids)
             vectors = text if vectors is None else vectors + text
+        if self.config.item_score_temperature:  # cosine scores: unit vectors (a dropped id part leaves the text's)
+            vectors = F.normalize(vectors, dim=-1)
         return vectors
+
+    def scoring_states(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """
+        Interest states `(..., H)` as the output layer multiplies them with `output_item_vectors`: unchanged, or
+        L2-normalised and divided by `config.item_score_temperature` when it is set (cosine scores).
+        """
+        temperature = self.config.item_score_temperature
+        return F.normalize(hidden_states, dim=-1) / temperature if temperature else hidden_states
 
     @torch.no_grad()
     def set_transition_counts(self, previous_items, next_items, counts=None) -> int:
@@ -1425,8 +1440,9 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
         else:
             negatives = torch.multinomial(self.negative_sampling_log_q.exp(), num_samples, replacement=True)
             log_q_pos, log_q_neg = self.negative_sampling_log_q[targets], self.negative_sampling_log_q[negatives]
-        positive_logits = (hidden * self.output_item_vectors(targets, item_id_keep)).sum(-1) + bias[targets]  # (M,)
-        negative_logits = hidden @ self.output_item_vectors(negatives, item_id_keep).T + bias[negatives]  # (M, S)
+        scored = self.scoring_states(hidden)
+        positive_logits = (scored * self.output_item_vectors(targets, item_id_keep)).sum(-1) + bias[targets]  # (M,)
+        negative_logits = scored @ self.output_item_vectors(negatives, item_id_keep).T + bias[negatives]  # (M, S)
         prior = self.transition_prior
         if prior is not None:  # the mixture item_logits makes, read for these candidates only
             if previous is None:

@@ -283,10 +283,12 @@ def recommend_chunked(
     input_ids, attention_mask, timestamps, seen = model.clean_recommend_inputs(input_ids, attention_mask, timestamps)
     states = model.last_states(input_ids, attention_mask, timestamps)
     device = states.device
-    if config.item_representation == "id" and model.item_output_residual is None:  # the table itself: no copy
+    plain = config.item_representation == "id" and model.item_output_residual is None
+    if plain and not config.item_score_temperature:  # the table itself: no copy
         vectors = model.item_head.weight.to(states.dtype)
-    else:  # the sum of the id, residual and text parts
+    else:  # the sum of the id, residual and text parts (normalised for cosine scores)
         vectors = model.output_item_vectors(torch.arange(config.num_items, device=device)).to(states.dtype)
+    scored = model.scoring_states(states)  # as item_logits multiplies them: normalised and scaled for cosine scores
     bias = model.item_head.bias.to(states.dtype)
     excluded = torch.zeros(config.num_items, dtype=torch.bool, device=device)
     excluded[: config.num_special_tokens] = True
@@ -302,11 +304,11 @@ def recommend_chunked(
         successors, evidence = prior.evidence(input_ids[:, -1], states)  # (B, K); left aligned: newest last
         per_user = successors if per_user is None else torch.cat([per_user, successors], dim=1)
     scores, items = chunked_top_k(
-        states.float(), vectors.float(), bias.float(), k=width, chunk_size=chunk_size, excluded=excluded,
+        scored.float(), vectors.float(), bias.float(), k=width, chunk_size=chunk_size, excluded=excluded,
         excluded_per_user=per_user,
     )  # fmt: skip
     if prior is not None:
-        own = (states[:, None, :] * vectors[successors]).sum(-1) + bias[successors]
+        own = (scored[:, None, :] * vectors[successors]).sum(-1) + bias[successors]
         successor_scores = prior.mixed(own.float(), evidence.float())
         dropped = excluded[successors]
         if exclude_seen:

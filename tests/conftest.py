@@ -10,6 +10,14 @@ from tiny import TEXT_ENCODER_SIZE, tiny_train_args
 
 TINY_RUN_ARGS = tiny_train_args(users=40, batch_size=16, epochs=2)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in two pytest-xdist workers, one per core: each worker and the runs it starts use one
+    # thread (two threads each would put four spinning threads on two cores). Set before torch reads it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 # The fast tier (`make test-fast`: `pytest -m "not slow"`) leaves out what trains through the scripts, runs a notebook,
 # drives a browser or times a benchmark: these modules whole, and these tests by name. CI runs everything.
 SLOW_MODULES = {

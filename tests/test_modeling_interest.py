@@ -247,6 +247,64 @@ def test_item_output_residual_starts_as_the_tied_model_and_scores_with_the_summe
     assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
 
 
+@pytest.mark.parametrize("representation", ["id", "id+text"])
+def test_item_score_temperature_scores_by_the_cosine_everywhere(tmp_path, tester, representation):
+    """`item_score_temperature`: cos(u_t, r_i) / t + b_i in the logits, the output vectors serving and the sampled
+    softmax read, and after a reload; the lengths of the states no longer move the scores."""
+    text = {"item_representation": "id+text", "text_embedding_size": 8} if representation == "id+text" else {}
+    model = _eval_model(InterestForNextItemPrediction, tester.get_config(item_score_temperature=0.1, **text))
+    if text:
+        model.set_item_text_embeddings(
+            torch.randn(model.config.num_items, 8, generator=torch.Generator().manual_seed(2))
+        )
+    inputs = tester.prepare_inputs()
+    states = model(**inputs).last_hidden_state
+    items = torch.arange(model.config.num_items)
+    raw = model.model.item_embeddings.weight.clone()
+    if text:
+        raw = raw + model.model.text_representations()
+    vectors = model.output_item_vectors(items)
+    real = slice(3, None)  # the special tokens' rows are zero (padding) or untrained; never scored
+    torch.testing.assert_close(vectors[real], raw[real] / raw[real].norm(dim=-1, keepdim=True))
+    expected = torch.nn.functional.cosine_similarity(states[..., None, :], raw[real], dim=-1) / 0.1
+    torch.testing.assert_close(
+        model.item_logits(states)[..., real], expected + model.item_head.bias[real], atol=2e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(model.item_logits(states * 7.0), model.item_logits(states), atol=2e-5, rtol=1e-5)
+    assert model.item_logits(states).abs().max() <= 1 / 0.1 + model.item_head.bias.abs().max() + 1e-4
+    # the sampled softmax scores its candidates as item_logits does: with every item as a negative, the same loss
+    labels = torch.randint(
+        3, model.config.num_items, (tester.batch_size, tester.seq_len), generator=torch.Generator().manual_seed(4)
+    )
+    labels = labels.masked_fill(inputs["attention_mask"] == 0, -100)
+    labels[0, 0] = -100  # the first position has no history
+    full = model(**inputs, labels=labels).loss
+    model.config.loss_type, model.config.loss_exclude_seen = "sampled_softmax", False
+    model.config.num_negative_samples = 20000  # uniform with replacement: every item many times over
+    torch.manual_seed(0)
+    sampled = model(**inputs, labels=labels).loss
+    model.config.loss_type, model.config.loss_exclude_seen, model.config.num_negative_samples = (
+        "full_softmax",
+        False,
+        1024,
+    )
+    full_all = model(**inputs, labels=labels).loss  # the full softmax over every item, seen ones too
+    offset = torch.log(torch.tensor(20000.0 / (model.config.num_items - 3)))
+    assert abs((sampled - offset) - full_all) < 0.05 * full_all.abs() + 0.05
+    model.config.loss_exclude_seen = True
+    assert torch.equal(model(**inputs, labels=labels).loss, full)
+    model.save_pretrained(tmp_path)
+    loaded = InterestForNextItemPrediction.from_pretrained(tmp_path).eval()
+    assert loaded.config.item_score_temperature == 0.1
+    torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_item_score_temperature_is_checked():
+    for wrong in (-0.1, "0.1", True):
+        with pytest.raises(ValueError, match="item_score_temperature"):
+            tiny_config(item_score_temperature=wrong)
+
+
 def test_item_output_residual_needs_the_tied_id_table():
     for refused in ({"tie_word_embeddings": False}, {"item_representation": "text", "text_embedding_size": 8}):
         with pytest.raises(ValueError, match="item_output_residual"):

@@ -35,6 +35,13 @@ def _model(kind: str):
         with torch.no_grad():
             model.item_output_residual.weight.normal_(0.0, 0.5)
         return model
+    if kind == "cosine":  # cosine scores: a graph scoring by the dot product would rank otherwise
+        model = build(InterestForNextItemPrediction, num_hidden_layers=2, item_score_temperature=0.05)
+        with torch.no_grad():
+            model.model.item_embeddings.weight.mul_(
+                torch.rand(NUM_ITEMS, 1, generator=torch.Generator().manual_seed(3)) * 5
+            )
+        return model
     if kind == "prior":  # a transition prior strong enough to reorder the top items
         model = build(InterestForNextItemPrediction, num_hidden_layers=2, item_transition_prior=True,
                       transition_prior_successors=4)  # fmt: skip
@@ -281,7 +288,7 @@ def test_chunked_top_k_with_many_equal_scores_returns_the_top_scores():
     assert all(len(set(row)) == 10 for row in items.tolist())  # no item twice
 
 
-@pytest.mark.parametrize("kind", ["id", "id+text", "residual", "prior"])
+@pytest.mark.parametrize("kind", ["id", "id+text", "residual", "prior", "cosine"])
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_recommend_chunked_is_recommend(kind, exclude_seen):
     model = _model(kind)
@@ -309,3 +316,19 @@ def test_a_model_with_the_output_residual_exports_and_matches(tmp_path):
         model.item_output_residual.weight.normal_(0.0, 0.5)  # so that a graph without it would rank otherwise
     report = export_onnx(model, tokenizer, tmp_path / "onnx", check=True)
     assert report["top10_equal"] and report["max_abs_diff"] < 1e-4
+
+
+def test_a_model_with_cosine_scores_exports_and_matches(tmp_path):
+    """`item_score_temperature`: the ONNX graph scores by the cosine over the temperature, as `recommend`."""
+    model, tokenizer = _model("cosine").eval(), ItemTokenizer.from_items(ITEMS)
+    report = export_onnx(model, tokenizer, tmp_path / "onnx", check=True)
+    assert report["top10_equal"] and report["max_abs_diff"] < 1e-4
+    recommender = OnnxRecommender(str(tmp_path / "onnx"))
+    input_ids, attention_mask, timestamps = _batch(4, 12, seed=9)
+    expected = model.recommend(input_ids, attention_mask, timestamps, top_k=5, exclude_seen=True)
+    excluded = input_ids.masked_fill(attention_mask == 0, 0)
+    scores, items = recommender.run(
+        input_ids.numpy(), attention_mask.numpy(), timestamps.numpy(), np.full(4, True), excluded.numpy(), 5
+    )
+    assert (items == expected.item_ids.numpy()).all()
+    assert np.abs(scores - expected.scores.numpy()).max() <= 1e-4

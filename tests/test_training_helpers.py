@@ -133,7 +133,7 @@ def test_counted_windows_are_the_windows_the_loader_trains_on():
 @pytest.mark.parametrize(
     "given,windows,expected,said",
     [
-        ({}, SMALL_LOG_WINDOWS - 1, (16, 2e-3), "the small-log batch"),
+        ({}, SMALL_LOG_WINDOWS - 1, (8, 2e-3), "the small-log batch"),
         ({}, SMALL_LOG_WINDOWS, (64, 1e-3), "the default"),
         ({}, None, (64, 1e-3), "the default"),  # streamed or SISA shards: not counted
         ({"task": "click"}, 100, (64, 1e-3), "next-item training from scratch"),
@@ -141,8 +141,8 @@ def test_counted_windows_are_the_windows_the_loader_trains_on():
         ({"dp_noise_multiplier": 1.0}, 100, (64, 1e-3), "without DP-SGD"),
         ({"init_from": "runs/base"}, 100, (64, 1e-3), "next-item training from scratch"),
         # a value given wins, and the other field keeps the large-log default: one meaning per flag
-        ({"per_device_train_batch_size": 8}, 100, (8, 1e-3), "the default"),
-        ({"learning_rate": 5e-4}, 100, (16, 5e-4), "the small-log batch"),
+        ({"per_device_train_batch_size": 32}, 100, (32, 1e-3), "the default"),
+        ({"learning_rate": 5e-4}, 100, (8, 5e-4), "the small-log batch"),
     ],
 )
 def test_batch_and_learning_rate_follow_the_logs_training_windows_where_left_out(given, windows, expected, said):

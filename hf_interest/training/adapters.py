@@ -91,6 +91,12 @@ def add_lora(model: InterestForNextItemPrediction, train_args: TrainArguments):
             "item_head.weight and the residual): drop item_head from --lora_target_modules, or put it in "
             "--lora_modules_to_save."
         )
+    if "item_head" in targets and getattr(model.config, "item_score_temperature", 0.0):
+        raise ValueError(
+            "LoRA on item_head is not applied with cosine scores (item_score_temperature > 0 normalises the rows of "
+            "item_head.weight and reads them directly): drop item_head from --lora_target_modules, or put it in "
+            "--lora_modules_to_save."
+        )
     config = LoraConfig(
         r=train_args.lora_r,
         lora_alpha=train_args.lora_alpha,

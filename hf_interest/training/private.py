@@ -148,6 +148,9 @@ def check_private_model(model) -> None:
                         "gradient)")  # fmt: skip
     if getattr(config, "item_output_residual", False):
         problems.append("item_output_residual=True (its per-user gradients are not computed)")
+    if getattr(config, "item_score_temperature", 0.0):
+        problems.append(f"item_score_temperature={config.item_score_temperature} (the output rows are normalised "
+                        "outside the module whose per-user gradients are computed)")  # fmt: skip
     if getattr(config, "item_transition_prior", False):
         problems.append("item_transition_prior=True (its counts of all users' pairs are not private)")
     if getattr(config, "item_id_dropout", 0.0):
