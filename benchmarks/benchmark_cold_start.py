@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--num_train_epochs",
         type=int,
         default=15,
-        help="Epochs per model (early stopping may end sooner). 15 keeps the whole benchmark under ~20 minutes on a "
-        "2-core CPU with OMP_NUM_THREADS=1 (about 18 s per epoch there); the models are not trained to convergence "
-        "(train.py's own runs take 60-70 epochs to their best validation epoch).",
+        help="Epochs per model (early stopping may end sooner). 15 is quick, but not convergence for every model: "
+        "with train.py's small-log batch the best validation epochs were 13 (id), 38 (text) and 7 (id+text); "
+        "--num_train_epochs 200 trains each to early stopping (8 minutes at 2 threads, docs/cold_start.md).",
     )
     parser.add_argument("--early_stopping_patience", type=int, default=10)
     parser.add_argument("--max_length", type=int, default=200, help="Events the models read (train.py's default).")
