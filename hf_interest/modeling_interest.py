@@ -1015,7 +1015,8 @@ class InterestForNextItemPrediction(InterestPreTrainedModel):
     cross-entropy when `labels` are given, `recommend` for top-k retrieval, and `add_items` for new items.
 
     The score of item i is `u_t . r_i + b_i`, with r_i the item's representation (`item_representations()`: id
-    embedding, projected text, or their sum) and b_i a learned per-item bias. It is computed as `item_head(u_t)` (the
+    embedding, projected text, or their sum) and b_i a learned per-item bias; with `config.item_score_temperature` t
+    it is `cos(u_t, r_i) / t + b_i` (`scoring_states` and `output_item_vectors` normalise the two sides). It is computed as `item_head(u_t)` (the
     id part, weight tied to the id embeddings, plus the bias; only the bias for `item_representation="text"`) plus
     `u_t . text_projection(text_i)`: both modules are called, so peft's LoRA / `modules_to_save` on `item_head` or
     `text_projection` take effect (the sampled softmax reads the weights directly and sees no LoRA on `item_head`).

@@ -173,8 +173,8 @@ CONFIG_FIELDS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act", "block_type",
     "hidden_dropout_prob",
     "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range", "use_time_gaps", "num_time_buckets",
-    "tie_word_embeddings", "item_output_residual", "item_score_temperature", "item_transition_prior", "transition_prior_successors",
-    "num_negative_samples", "loss_exclude_seen", "item_representation",
+    "tie_word_embeddings", "item_output_residual", "item_score_temperature", "item_transition_prior",
+    "transition_prior_successors", "num_negative_samples", "loss_exclude_seen", "item_representation",
     "item_id_dropout", "long_term_interest", "short_term_interest", "short_term_window", "forecast_horizon",
     "click_hidden_size",
 )  # fmt: skip
